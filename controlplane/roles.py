@@ -1,0 +1,85 @@
+"""
+Roles of people and API tokens, enforced on the server.
+
+A role is a Django group of the same name, so the admin assigns roles and Django's model
+permissions follow them. Superusers hold every role.
+
+- viewer: reads everything.
+- data_scientist: creates flows, uploads models, drafts and starts rollouts (training pipelines).
+- product_manager: sets baselines and runs rollouts (advance, pause, resume, promote).
+- admin: everything, including apps and SDK keys.
+Anyone but a viewer may pause or roll back: stopping harm must never wait for a permission.
+"""
+
+from django.db.models import TextChoices
+
+
+class Role(TextChoices):
+    VIEWER = "viewer", "Viewer"
+    DATA_SCIENTIST = "data_scientist", "Data scientist"
+    PRODUCT_MANAGER = "product_manager", "Product manager"
+    ADMIN = "admin", "Admin"
+
+
+ANY_ROLE = frozenset(Role)
+EDITORS = frozenset({Role.DATA_SCIENTIST, Role.PRODUCT_MANAGER, Role.ADMIN})
+
+# Django model permissions each role's group carries, for the admin site.
+_VIEW = ("view",)
+GROUP_PERMISSIONS: dict[Role, dict[str, tuple[str, ...]]] = {
+    Role.VIEWER: {"*": _VIEW},
+    Role.DATA_SCIENTIST: {
+        "*": _VIEW,
+        "registry.flow": ("view", "add", "change"),
+        "registry.modelversion": ("view", "add", "change"),
+        "rollout.rollout": ("view", "add", "change"),
+        "rollout.rolloutarm": ("view", "add", "change"),
+    },
+    Role.PRODUCT_MANAGER: {
+        "*": _VIEW,
+        "registry.flow": ("view", "change"),
+        "rollout.rollout": ("view", "add", "change"),
+        "rollout.rolloutarm": ("view", "add", "change"),
+        "experiments.alertchannel": ("view", "add", "change", "delete"),
+    },
+    Role.ADMIN: {"*": ("view", "add", "change", "delete")},
+}
+_OWN_APPS = ("registry", "rollout", "experiments", "controlplane", "django_celery_beat")
+
+
+def user_roles(user) -> frozenset[Role]:
+    """Return the roles a user holds (none for an anonymous or inactive user)."""
+    if not user or not user.is_authenticated or not user.is_active:
+        return frozenset()
+    if user.is_superuser:
+        return frozenset(Role)
+    cached = getattr(user, "_cohort_roles", None)
+    if cached is None:
+        names = set(user.groups.values_list("name", flat=True))
+        cached = frozenset(role for role in Role if role.value in names)
+        user._cohort_roles = cached
+    return cached
+
+
+def user_has_role(user, allowed: frozenset[Role]) -> bool:
+    return bool(user_roles(user) & allowed)
+
+
+def role_groups_sync(*, using: str = "default") -> None:
+    """Create the role groups and give each the model permissions it carries."""
+    from django.contrib.auth.models import Group, Permission
+
+    perms = list(
+        Permission.objects.using(using)
+        .filter(content_type__app_label__in=_OWN_APPS)
+        .select_related("content_type")
+    )
+    for role, grants in GROUP_PERMISSIONS.items():
+        group, _ = Group.objects.using(using).get_or_create(name=role.value)
+        chosen = []
+        for perm in perms:
+            label = f"{perm.content_type.app_label}.{perm.content_type.model}"
+            actions = grants.get(label, grants["*"])
+            if perm.codename.split("_", 1)[0] in actions:
+                chosen.append(perm)
+        group.permissions.set(chosen)

@@ -1,0 +1,19 @@
+"""URLs: the admin, the API (SDK and management), its schema and docs, and model files."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from .health import healthz
+
+handler404 = "controlplane.views.not_found"
+handler500 = "controlplane.views.server_error"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("registry.urls")),
+    path("", include("registry.file_urls")),
+]

@@ -1,0 +1,3 @@
+"""Routes of the model files themselves."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Management API routes of the registry."""
+
+urlpatterns: list = []
