@@ -1,3 +1,9 @@
-"""Routes of the model files themselves."""
+"""Routes of the model files themselves (content-addressed, immutable)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from .files import model_file_download
+
+urlpatterns = [
+    path("models/<str:sha256>/<str:file_name>", model_file_download, name="model-file"),
+]

@@ -1,0 +1,138 @@
+"""Fixtures shared by the whole suite: users with roles and tokens, API clients, real Core ML models."""
+
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "coreml"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"The Core ML corpus is missing: expected it at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory):
+    """Real .mlmodel files trained with scikit-learn and converted with coremltools, once per run.
+
+    `baseline` and `challenger` share the demo interface (input: MultiArray double [2]);
+    `three_signals` reads a third signal, so it does not fit a demo flow.
+    """
+    from registry import training
+
+    folder = tmp_path_factory.mktemp("trained")
+    models = {}
+    for name, columns, seed, bias in (
+        ("baseline", None, 0, 0.0),
+        ("challenger", None, 1, -0.2),
+    ):
+        rows = training.demo_rows(300, seed=seed, purchase_bias=bias)
+        names, x, y = _columns(rows, columns)
+        result = training.train_outcome_classifier(names, x, y, seed=seed, n_estimators=10)
+        path = folder / f"{name}.mlmodel"
+        path.write_bytes(result.model_bytes)
+        models[name] = path
+    rows = training.demo_rows(300, seed=2)
+    for index, row in enumerate(rows):
+        row["Screen Brightness"] = (index % 10) / 10
+    names, x, y = _columns(rows, None)
+    result = training.train_outcome_classifier(names, x, y, seed=2, n_estimators=10)
+    models["three_signals"] = folder / "three_signals.mlmodel"
+    models["three_signals"].write_bytes(result.model_bytes)
+    return models
+
+
+def _columns(rows, columns):
+    columns = columns or [c for c in rows[0] if c != "Outcome"]
+    x = [[float(row[c]) for c in columns] for row in rows]
+    y = [row["Outcome"] for row in rows]
+    return columns, x, y
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    """Model files of one test go to a folder of its own (Django resets storages on the change)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
+    settings.MODEL_FILES_BASE_URL = ""
+    settings.S3_BUCKET = ""
+    return tmp_path / "media"
+
+
+def _user_with_role(django_user_model, role: str):
+    from django.contrib.auth.models import Group
+
+    from controlplane.roles import role_groups_sync
+
+    role_groups_sync()
+    user = django_user_model.objects.create_user(
+        username=role, password="pw-" + role, is_staff=True
+    )
+    user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def make_api_client(django_user_model):
+    """Return a DRF client authenticated with a fresh token of a user holding the given role."""
+    from rest_framework.test import APIClient
+
+    from controlplane.services import api_token_create
+
+    def make(role: str | None):
+        client = APIClient()
+        if role is None:
+            return client
+        user = django_user_model.objects.filter(username=role).first() or _user_with_role(
+            django_user_model, role
+        )
+        token, plaintext = api_token_create(user=user, name="test")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+        client.user, client.token = user, token
+        return client
+
+    return make
+
+
+@pytest.fixture
+def admin_api(make_api_client):
+    return make_api_client("admin")
+
+
+@pytest.fixture
+def ds_api(make_api_client):
+    return make_api_client("data_scientist")
+
+
+@pytest.fixture
+def pm_api(make_api_client):
+    return make_api_client("product_manager")
+
+
+@pytest.fixture
+def viewer_api(make_api_client):
+    return make_api_client("viewer")
+
+
+@pytest.fixture
+def demo_app(db):
+    from registry import services
+
+    return services.app_create(name="Demo Shop", bundle_identifiers=["com.example.shop"])
+
+
+@pytest.fixture
+def demo_flow(demo_app):
+    from registry import services
+
+    return services.flow_create(
+        app=demo_app, name="onboarding_upsell", flow_id=8362, positive_label="Purchased"
+    )
