@@ -148,6 +148,7 @@ def test_upload__corpus_file__accepted_and_served_byte_identical(
     assert body["format"] == ("mlpackage" if path.is_dir() else "mlmodel")
     assert body["url"].endswith(".mlpackage.zip" if path.is_dir() else ".mlmodel")
     file_response, file_bytes = download(admin_api, body["url"])
+    assert file_response.status_code == 200
     assert file_bytes == data
     assert hashlib.sha256(file_bytes).hexdigest() == body["sha256"]
 
