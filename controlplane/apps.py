@@ -7,11 +7,14 @@ class ControlplaneConfig(AppConfig):
     verbose_name = "Access"
 
     def ready(self):
-        # Groups need the permissions of every app, which exist only after migrate.
-        post_migrate.connect(_sync_role_groups, dispatch_uid="cohort.role_groups_sync")
+        # Connected for every app: the groups need the permissions of all apps, which exist
+        # only once the last app's post_migrate has run. Both steps are idempotent.
+        post_migrate.connect(_after_migrate, dispatch_uid="cohort.after_migrate")
 
 
-def _sync_role_groups(sender, using="default", **kwargs):
+def _after_migrate(sender, using="default", **kwargs):
     from .roles import role_groups_sync
+    from .schedules import periodic_tasks_ensure
 
     role_groups_sync(using=using)
+    periodic_tasks_ensure(using=using)

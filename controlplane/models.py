@@ -24,3 +24,13 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class ConfigVersion(models.Model):
+    """A counter bumped on every change devices must see (used when no Redis is configured)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    version = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self):
+        return f"config version {self.version}"

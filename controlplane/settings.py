@@ -196,6 +196,21 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 SDK_POLL_AFTER_SECONDS = env.int("SDK_POLL_AFTER_SECONDS", default=3600)
+SDK_POLL_AFTER_SECONDS_DURING_ROLLOUT = env.int(
+    "SDK_POLL_AFTER_SECONDS_DURING_ROLLOUT", default=900
+)
+SDK_POLL_AFTER_SECONDS_AFTER_ROLLBACK = env.int("SDK_POLL_AFTER_SECONDS_AFTER_ROLLBACK", default=60)
+SDK_FAST_POLL_AFTER_ROLLBACK_WINDOW_SECONDS = env.int(
+    "SDK_FAST_POLL_AFTER_ROLLBACK_WINDOW_SECONDS", default=6 * 3600
+)
+# How long after a rollback polls still record which devices confirmed the baseline.
+ROLLBACK_CONFIRMATION_WINDOW_SECONDS = env.int(
+    "ROLLBACK_CONFIRMATION_WINDOW_SECONDS", default=14 * 24 * 3600
+)
+# How often each web process checks whether what devices are told has changed.
+ROLLOUT_CONFIG_CHECK_SECONDS = env.float("ROLLOUT_CONFIG_CHECK_SECONDS", default=2.0)
+# Exposures each web process remembers, so a device's repeated polls write nothing.
+ROLLOUT_EXPOSURE_MEMORY = env.int("ROLLOUT_EXPOSURE_MEMORY", default=200_000)
 
 if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

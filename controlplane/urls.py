@@ -14,6 +14,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/sdk/", include("rollout.sdk_urls")),
     path("api/v1/", include("registry.urls")),
+    path("api/v1/", include("rollout.urls")),
     path("", include("registry.file_urls")),
 ]

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.actors import actor_for_request
+from controlplane.api import validated
 from controlplane.roles import Role
 
 from . import selectors, services
@@ -45,7 +46,7 @@ class AppListCreateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: AppOutputSerializer})
     def post(self, request):
-        data = _validated(self.InputSerializer, request.data)
+        data = validated(self.InputSerializer, request.data)
         app = services.app_create(**data)
         return Response(AppOutputSerializer(app).data, status=status.HTTP_201_CREATED)
 
@@ -66,7 +67,7 @@ class AppSdkKeyCreateApi(APIView):
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
     def post(self, request, app_id):
         app = selectors.app_get(app_id=app_id)
-        data = _validated(self.InputSerializer, request.data)
+        data = validated(self.InputSerializer, request.data)
         key, plaintext = services.sdk_key_create(app=app, name=data["name"])
         body = {
             "key": plaintext,
@@ -117,7 +118,7 @@ class AppFlowListCreateApi(APIView):
     @extend_schema(request=InputSerializer, responses={201: FlowOutputSerializer})
     def post(self, request, app_id):
         app = selectors.app_get(app_id=app_id)
-        data = _validated(self.InputSerializer, request.data)
+        data = validated(self.InputSerializer, request.data)
         flow = services.flow_create(app=app, **data)
         return Response(FlowOutputSerializer(flow).data, status=status.HTTP_201_CREATED)
 
@@ -209,7 +210,7 @@ class FlowModelListUploadApi(APIView):
     @extend_schema(request=InputSerializer, responses={201: ModelVersionOutputSerializer})
     def post(self, request, flow_id):
         flow = selectors.flow_get(flow_id=flow_id)
-        data = _validated(self.InputSerializer, request.data)
+        data = validated(self.InputSerializer, request.data)
         upload = data.pop("file")
         version, created = services.model_version_upload(
             flow=flow, file=upload, filename=upload.name, uploaded_by=request.user, **data
@@ -238,7 +239,7 @@ class FlowBaselineSetApi(APIView):
     @extend_schema(request=InputSerializer, responses=FlowOutputSerializer)
     def post(self, request, flow_id):
         flow = selectors.flow_get(flow_id=flow_id)
-        data = _validated(self.InputSerializer, request.data)
+        data = validated(self.InputSerializer, request.data)
         version = selectors.model_version_get(model_id=data["model_id"], flow=flow)
         flow = services.flow_baseline_set(
             flow=flow,
@@ -247,9 +248,3 @@ class FlowBaselineSetApi(APIView):
             reason=data["reason"],
         )
         return Response(FlowOutputSerializer(flow).data)
-
-
-def _validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)

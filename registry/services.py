@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from controlplane.config_version import config_version_bump
 from controlplane.errors import Conflict, InvalidInput, NotFound, TooLarge
 from controlplane.secrets import secret_new
 
@@ -68,6 +69,7 @@ def sdk_key_create(*, app: App, name: str = "") -> tuple[SdkKey, str]:
     key = SdkKey.objects.create(
         app=app, name=name, digest=digest, prefix=plaintext[: len(SDK_KEY_PREFIX) + 6]
     )
+    config_version_bump()
     return key, plaintext
 
 
@@ -75,6 +77,7 @@ def sdk_key_revoke(*, key: SdkKey) -> SdkKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+        config_version_bump()
     return key
 
 
@@ -114,6 +117,7 @@ def flow_create(
             flow.save()
     except IntegrityError:
         raise Conflict("That flow exists already.", code="already_exists") from None
+    config_version_bump()
     return flow
 
 
@@ -312,4 +316,5 @@ def flow_baseline_set(
         )
         flow.baseline = model_version
         flow.save(update_fields=["baseline"])
+        config_version_bump()
     return flow

@@ -136,3 +136,63 @@ def demo_flow(demo_app):
     return services.flow_create(
         app=demo_app, name="onboarding_upsell", flow_id=8362, positive_label="Purchased"
     )
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_state(settings):
+    """Each test starts with empty in-process caches and an empty test Redis database."""
+    from django.core.cache import cache
+
+    from rollout.cache import assignment_cache
+    from rollout.exposures import remembered
+
+    assignment_cache.clear()
+    remembered.clear()
+    if settings.REDIS_URL:
+        cache.clear()  # the test Redis database (15): buffers and the config version included
+    yield
+    assignment_cache.clear()
+    remembered.clear()
+
+
+@pytest.fixture
+def sdk_setup(demo_flow, trained_models):
+    """An app with an SDK key, a flow with a baseline and a challenger model uploaded."""
+    from registry import services
+
+    baseline, _ = services.model_version_upload(
+        flow=demo_flow, file=trained_models["baseline"].open("rb"), filename="b.mlmodel"
+    )
+    challenger, _ = services.model_version_upload(
+        flow=demo_flow,
+        file=trained_models["challenger"].open("rb"),
+        filename="c.mlmodel",
+        min_sdk_version="1.4.0",
+    )
+    services.flow_baseline_set(flow=demo_flow, model_version=baseline, actor="test")
+    _, key = services.sdk_key_create(app=demo_flow.app)
+    demo_flow.refresh_from_db()
+    return {"flow": demo_flow, "baseline": baseline, "challenger": challenger, "key": key}
+
+
+@pytest.fixture
+def poll(client):
+    """GET the assignments of a device, as the SDK does; `fresh` drops the process cache first.
+
+    Tests in a rolled-back transaction never commit, so the config version bumped on commit
+    does not move: they drop the cache instead. The bump itself is tested with committed data.
+    """
+    from rollout.cache import assignment_cache
+
+    def get(key, device_id, sdk_version="1.5.0", *, fresh=True, path=None, **params):
+        if fresh:
+            assignment_cache.clear()
+        headers = {name: params.pop(name) for name in list(params) if name.startswith("HTTP_")}
+        return client.get(
+            path or "/api/v1/sdk/assignments",
+            {"device_id": device_id, "sdk_version": sdk_version, **params},
+            HTTP_AUTHORIZATION=f"Bearer {key}",
+            **headers,
+        )
+
+    return get

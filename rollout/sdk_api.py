@@ -1,0 +1,224 @@
+"""
+The endpoints every device polls (CONTRACT.md, SDK part).
+
+Plain Django views, not DRF: the poll is the hottest path of the system and is answered from
+the in-process snapshot (`rollout.cache`) with no database or Redis round trip in steady state.
+"""
+
+import hashlib
+import json
+import re
+import uuid
+
+from django.http import HttpResponse, HttpResponseNotModified, JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from controlplane.exceptions import error_body
+from registry.sdk_versions import InvalidSdkVersion, parse_sdk_version
+from registry.storage import model_file_url
+
+from .allocation import arm_for_bucket
+from .assignment import Assignment, assign
+from .cache import assignment_cache
+from .documents import AppDoc
+from .exposures import baseline_confirmation_note, exposure_note
+from .hashing import bucket as bucket_of
+
+DEVICE_ID = re.compile(r"[\x20-\x7e]{1,128}")
+MAX_CURRENT_MODELS = 100
+
+
+class SdkRequestError(Exception):
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(error_body(self.code, self.detail), status=self.status)
+        if self.status == 401:
+            response["WWW-Authenticate"] = "Bearer"
+        return response
+
+
+def sdk_key_from(request) -> str:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise SdkRequestError(
+                401, "authentication_failed", "The Authorization header must be 'Bearer <sdk key>'."
+            )
+        return value.strip()
+    key = request.GET.get("key", "")
+    if not key:
+        raise SdkRequestError(
+            401,
+            "not_authenticated",
+            "Send the app's SDK key as 'Authorization: Bearer <key>' or the 'key' parameter.",
+        )
+    return key
+
+
+def app_doc_for(request) -> AppDoc:
+    doc = assignment_cache.app_for_key(sdk_key_from(request))
+    if doc is None:
+        raise SdkRequestError(401, "authentication_failed", "Unknown or revoked SDK key.")
+    return doc
+
+
+def device_from(params) -> tuple[str, tuple[int, int, int], str]:
+    """Return (device_id, parsed sdk version, sdk version text), or raise a 400."""
+    device_id = params.get("device_id")
+    if not device_id or not DEVICE_ID.fullmatch(device_id):
+        raise SdkRequestError(
+            400,
+            "invalid_device_id",
+            "device_id is required: 1-128 printable ASCII characters (such as the IDFV UUID).",
+        )
+    sdk_text = params.get("sdk_version") or ""
+    try:
+        sdk = parse_sdk_version(sdk_text)
+    except InvalidSdkVersion as error:
+        raise SdkRequestError(400, "invalid_sdk_version", f"sdk_version: {error}") from None
+    return device_id, sdk, sdk_text
+
+
+def _current_models(text: str) -> frozenset[str]:
+    if not text:
+        return frozenset()
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if len(ids) > MAX_CURRENT_MODELS:
+        raise SdkRequestError(400, "invalid_current", "current lists too many model ids.")
+    try:
+        return frozenset(str(uuid.UUID(part)) for part in ids)
+    except ValueError:
+        raise SdkRequestError(
+            400, "invalid_current", "current must be comma-separated model ids (UUIDs)."
+        ) from None
+
+
+def base_url_of(request) -> str:
+    return f"{request.scheme}://{request.get_host()}/"
+
+
+def _entry(assignment: Assignment, base_url: str) -> dict:
+    flow, model = assignment.flow, assignment.model
+    entry = {
+        "flow": flow.name,
+        "flow_id": flow.flow_id,
+        "model_id": None,
+        "url": None,
+        "sha256": None,
+        "size": None,
+        "format": None,
+        "signature": None,
+        "rollout": None,
+    }
+    if model is not None:
+        entry.update(
+            model_id=model.model_id,
+            url=model_file_url(model.storage_key, base_url=base_url),
+            sha256=model.sha256,
+            size=model.size,
+            format=model.format,
+        )
+    if assignment.rollout_id is not None:
+        entry["rollout"] = {"id": assignment.rollout_id, "arm": assignment.arm}
+    return entry
+
+
+def _record(assignment: Assignment, device_id: str, sdk_text: str, current: frozenset[str]):
+    """Note the exposure, and after a rollback, whether the device confirmed the baseline."""
+    if assignment.rollout_id is not None:
+        exposure_note(
+            rollout_id=assignment.rollout_id,
+            device_id=device_id,
+            arm=assignment.arm,
+            bucket=assignment.bucket,
+            sdk_version=sdk_text,
+        )
+    if not current or assignment.model is None or assignment.model.model_id not in current:
+        return
+    for rolled_back in assignment.flow.rolled_back:
+        arm = arm_for_bucket(
+            bucket_of(rolled_back.salt, device_id), [a.allocation for a in rolled_back.arms]
+        )
+        if arm is not None:
+            baseline_confirmation_note(rollout_id=rolled_back.id, device_id=device_id)
+
+
+def device_assignments(
+    doc: AppDoc,
+    *,
+    device_id: str,
+    sdk: tuple[int, int, int],
+    sdk_text: str,
+    base_url: str,
+    flow_name: str | None = None,
+    current: frozenset[str] = frozenset(),
+) -> dict:
+    """Return the assignments body for one device, noting exposures on the way."""
+    if flow_name is not None:
+        if flow_name not in doc.flows:
+            raise SdkRequestError(404, "flow_not_found", f"This app has no flow '{flow_name}'.")
+        flows = [doc.flows[flow_name]]
+    else:
+        flows = list(doc.flows.values())
+    models = []
+    for flow in flows:
+        assignment = assign(flow, device_id, sdk)
+        _record(assignment, device_id, sdk_text, current)
+        models.append(_entry(assignment, base_url))
+    return {"poll_after_s": doc.poll_after_s(timezone.now()), "models": models}
+
+
+def _json_with_etag(request, body) -> HttpResponse:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    etag = '"' + hashlib.blake2b(payload, digest_size=16).hexdigest() + '"'
+    if etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponseNotModified()
+    else:
+        response = HttpResponse(payload, content_type="application/json")
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@require_GET
+def sdk_assignments(request):
+    try:
+        doc = app_doc_for(request)
+        device_id, sdk, sdk_text = device_from(request.GET)
+        body = device_assignments(
+            doc,
+            device_id=device_id,
+            sdk=sdk,
+            sdk_text=sdk_text,
+            base_url=base_url_of(request),
+            flow_name=request.GET.get("flow") or None,
+            current=_current_models(request.GET.get("current", "")),
+        )
+    except SdkRequestError as error:
+        return error.response()
+    return _json_with_etag(request, body)
+
+
+@require_GET
+def sdk_flow_latest(request, flow_name: str):
+    """One flow's entry, for the simplest clients that read `url` from a fixed address."""
+    try:
+        doc = app_doc_for(request)
+        device_id, sdk, sdk_text = device_from(request.GET)
+        body = device_assignments(
+            doc,
+            device_id=device_id,
+            sdk=sdk,
+            sdk_text=sdk_text,
+            base_url=base_url_of(request),
+            flow_name=flow_name,
+            current=_current_models(request.GET.get("current", "")),
+        )
+    except SdkRequestError as error:
+        return error.response()
+    return _json_with_etag(request, body["models"][0])

@@ -1,0 +1,88 @@
+"""Read queries of rollouts: details with their audit log, exposure counts and rollback progress."""
+
+import uuid
+from datetime import datetime
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from controlplane.errors import NotFound
+
+from .models import ACTIVE_STATES, Exposure, Rollout, RolloutState
+
+
+def rollout_get(*, rollout_id) -> Rollout:
+    try:
+        pk = uuid.UUID(str(rollout_id))
+    except ValueError:
+        raise NotFound(f"No rollout with id '{rollout_id}'.", code="rollout_not_found") from None
+    rollout = (
+        Rollout.objects.select_related("flow", "flow__app", "baseline")
+        .prefetch_related("arms__model_version")
+        .filter(pk=pk)
+        .first()
+    )
+    if rollout is None:
+        raise NotFound(f"No rollout with id '{rollout_id}'.", code="rollout_not_found")
+    return rollout
+
+
+def rollout_list(*, flow_id=None, state: str | None = None):
+    queryset = Rollout.objects.select_related("flow", "flow__app").prefetch_related("arms")
+    if flow_id is not None:
+        queryset = queryset.filter(flow_id=flow_id)
+    if state:
+        queryset = queryset.filter(state=state)
+    return queryset.order_by("-created_at")
+
+
+def rollout_exposure_counts(*, rollout: Rollout) -> dict[str, dict[str, int]]:
+    """Per arm: devices exposed, and how many of them are still comparable."""
+    rows = (
+        Exposure.objects.filter(rollout=rollout)
+        .values("arm")
+        .annotate(exposed=Count("id"), comparable=Count("id", filter=Q(comparable=True)))
+    )
+    return {
+        row["arm"]: {"exposed": row["exposed"], "comparable": row["comparable"]} for row in rows
+    }
+
+
+def rollout_rollback_progress(*, rollout: Rollout) -> dict | None:
+    """After a rollback: how many devices that had a challenger have confirmed the baseline."""
+    if rollout.state != RolloutState.ROLLED_BACK:
+        return None
+    challenger = Exposure.objects.filter(rollout=rollout).exclude(arm="baseline")
+    counts = challenger.aggregate(
+        exposed=Count("id"), confirmed=Count("id", filter=Q(baseline_confirmed_at__isnull=False))
+    )
+    exposed, confirmed = counts["exposed"], counts["confirmed"]
+    return {
+        "challenger_devices": exposed,
+        "confirmed_baseline": confirmed,
+        "share_confirmed": round(confirmed / exposed, 4) if exposed else None,
+    }
+
+
+def rollouts_due_for_stage(*, now: datetime | None = None):
+    """Running rollouts that advance automatically and whose current stage met its minimum time."""
+    now = now or timezone.now()
+    return [
+        rollout
+        for rollout in Rollout.objects.filter(state=RolloutState.RUNNING, auto_advance=True)
+        if rollout.stage_started_at is not None
+        and (now - rollout.stage_started_at).total_seconds() >= rollout.stage_min_minutes * 60
+    ]
+
+
+def rollout_stage_devices_met(*, rollout: Rollout) -> bool:
+    """Whether every arm, the baseline included, has the minimum comparable devices."""
+    counts = rollout_exposure_counts(rollout=rollout)
+    names = ["baseline", *(arm.name for arm in rollout.arms.all())]
+    return all(
+        counts.get(name, {}).get("comparable", 0) >= rollout.min_devices_per_arm for name in names
+    )
+
+
+def rollout_active_for_flow(*, flow) -> Rollout | None:
+    return Rollout.objects.filter(flow=flow, state__in=ACTIVE_STATES).first()
