@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cohort")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+# The broker has a database of its own: tests flush database 15 between them.
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
