@@ -7,14 +7,11 @@ from rest_framework.views import APIView
 
 from controlplane.actors import actor_for_request
 from controlplane.api import validated
-from controlplane.roles import Role
 from registry import selectors as registry_selectors
 
 from . import selectors, services
 from .allocation import DEFAULT_STAGES
-
-EDITORS = frozenset({Role.ADMIN, Role.DATA_SCIENTIST, Role.PRODUCT_MANAGER})
-RUNNERS = frozenset({Role.ADMIN, Role.PRODUCT_MANAGER})
+from .roles import ACTION_ROLES
 
 
 class ArmOutputSerializer(serializers.Serializer):
@@ -89,7 +86,7 @@ class ChallengerInputSerializer(serializers.Serializer):
 
 
 class RolloutListCreateApi(APIView):
-    write_roles = EDITORS
+    write_roles = ACTION_ROLES["create"]
 
     class InputSerializer(serializers.Serializer):
         flow = serializers.UUIDField()
@@ -157,32 +154,32 @@ class _RolloutTransitionApi(APIView):
 
 
 class RolloutStartApi(_RolloutTransitionApi):
-    write_roles = EDITORS
+    write_roles = ACTION_ROLES["start"]
     service = services.rollout_start
 
 
 class RolloutAdvanceApi(_RolloutTransitionApi):
-    write_roles = RUNNERS
+    write_roles = ACTION_ROLES["advance"]
     service = services.rollout_advance
 
 
 class RolloutPauseApi(_RolloutTransitionApi):
-    write_roles = EDITORS
+    write_roles = ACTION_ROLES["pause"]
     service = services.rollout_pause
 
 
 class RolloutResumeApi(_RolloutTransitionApi):
-    write_roles = RUNNERS
+    write_roles = ACTION_ROLES["resume"]
     service = services.rollout_resume
 
 
 class RolloutRollbackApi(_RolloutTransitionApi):
-    write_roles = EDITORS
+    write_roles = ACTION_ROLES["rollback"]
     service = services.rollout_rollback
 
 
 class RolloutPromoteApi(_RolloutTransitionApi):
-    write_roles = RUNNERS
+    write_roles = ACTION_ROLES["promote"]
     service = services.rollout_promote
 
     class InputSerializer(TransitionInputSerializer):
@@ -190,7 +187,7 @@ class RolloutPromoteApi(_RolloutTransitionApi):
 
 
 class RolloutShareApi(_RolloutTransitionApi):
-    write_roles = RUNNERS
+    write_roles = ACTION_ROLES["share"]
     service = services.rollout_set_share
 
     class InputSerializer(TransitionInputSerializer):

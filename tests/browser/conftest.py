@@ -67,3 +67,16 @@ def login(page, django_user_model, transactional_db):
         return page
 
     return log_in
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep a screenshot and the HTML of a failed browser test, to see what the person saw."""
+    outcome = yield
+    report = outcome.get_result()
+    page = item.funcargs.get("page") if hasattr(item, "funcargs") else None
+    if report.when == "call" and report.failed and page is not None:
+        folder = item.config.rootpath / "var" / "browser-failures"
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"{item.name}.png"), full_page=True)
+        (folder / f"{item.name}.html").write_text(page.content())
