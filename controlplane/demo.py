@@ -61,6 +61,7 @@ def demo_seed(*, var_dir: Path) -> dict:
         credentials["flow_id"] = str(flow.pk)
     models = _models(flow, var_dir)
     credentials["models"] = models
+    credentials["rollout_id"] = _rollout(flow, models["challenger"])
     path.write_text(json.dumps(credentials, indent=2) + "\n")
     path.chmod(0o600)
     return credentials
@@ -106,3 +107,21 @@ def _models(flow: Flow, var_dir: Path) -> dict:
                 flow=flow, model_version=version, actor="system", reason="demo set-up"
             )
     return made
+
+
+def _rollout(flow: Flow, challenger_id: str) -> str:
+    """Run the challenger at 5 % next to the baseline, as a product manager would start it."""
+    from rollout import services as rollout_services
+    from rollout.models import Rollout
+
+    existing = Rollout.objects.filter(flow=flow).order_by("-created_at").first()
+    if existing is not None:
+        return str(existing.pk)
+    rollout = rollout_services.rollout_create(
+        flow=flow,
+        challengers=[{"model_id": challenger_id, "name": "challenger-1"}],
+        actor="system",
+    )
+    rollout = rollout_services.rollout_start(rollout=rollout, actor="system", reason="demo set-up")
+    rollout = rollout_services.rollout_advance(rollout=rollout, actor="system", reason="demo set-up")
+    return str(rollout.pk)
