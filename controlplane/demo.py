@@ -123,5 +123,7 @@ def _rollout(flow: Flow, challenger_id: str) -> str:
         actor="system",
     )
     rollout = rollout_services.rollout_start(rollout=rollout, actor="system", reason="demo set-up")
-    rollout = rollout_services.rollout_advance(rollout=rollout, actor="system", reason="demo set-up")
+    rollout = rollout_services.rollout_advance(
+        rollout=rollout, actor="system", reason="demo set-up"
+    )
     return str(rollout.pk)

@@ -207,6 +207,10 @@ SDK_FAST_POLL_AFTER_ROLLBACK_WINDOW_SECONDS = env.int(
 ROLLBACK_CONFIRMATION_WINDOW_SECONDS = env.int(
     "ROLLBACK_CONFIRMATION_WINDOW_SECONDS", default=14 * 24 * 3600
 )
+# Device clocks drift: an outcome stamped this much before its exposure still counts.
+EVENT_CLOCK_SKEW_SECONDS = env.int("EVENT_CLOCK_SKEW_SECONDS", default=300)
+# Events waiting for their device's exposure are given up (left unattributed) after this.
+EVENT_ATTRIBUTION_PATIENCE_SECONDS = env.int("EVENT_ATTRIBUTION_PATIENCE_SECONDS", default=6 * 3600)
 # How often each web process checks whether what devices are told has changed.
 ROLLOUT_CONFIG_CHECK_SECONDS = env.float("ROLLOUT_CONFIG_CHECK_SECONDS", default=2.0)
 # Exposures each web process remembers, so a device's repeated polls write nothing.

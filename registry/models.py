@@ -81,6 +81,11 @@ class Flow(models.Model):
         blank=True,
         help_text="Signal catalog: input name → the first SDK version that sends it.",
     )
+    attribution_window_hours = models.PositiveIntegerField(
+        default=72,
+        help_text="An outcome counts for a rollout arm when it happens within this many hours "
+        "after the device entered the arm.",
+    )
     baseline = models.ForeignKey(
         "ModelVersion",
         on_delete=models.PROTECT,

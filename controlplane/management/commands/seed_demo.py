@@ -25,4 +25,6 @@ class Command(BaseCommand):
         self.stdout.write(f"Management API token (admin): {credentials['api_token']}")
         self.stdout.write(f"Demo app {credentials['app_id']}, SDK key: {credentials['sdk_key']}")
         self.stdout.write(f"Flow onboarding_upsell: {credentials['flow_id']}")
-        self.stdout.write(f"Rollout of the challenger (running at 5 %): {credentials['rollout_id']}")
+        self.stdout.write(
+            f"Rollout of the challenger (running at 5 %): {credentials['rollout_id']}"
+        )
