@@ -1,10 +1,12 @@
 """URLs: the admin, the API (SDK and management), its schema and docs, and model files."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import healthz
+from .views import api_not_found
 
 handler404 = "controlplane.views.not_found"
 handler500 = "controlplane.views.server_error"
@@ -18,4 +20,7 @@ urlpatterns = [
     path("api/v1/", include("registry.urls")),
     path("api/v1/", include("rollout.urls")),
     path("", include("registry.file_urls")),
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    # JSON, not an HTML page, for unknown API paths (also with DEBUG on).
+    re_path(r"^api/", api_not_found),
 ]

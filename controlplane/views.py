@@ -15,3 +15,7 @@ def server_error(request):
     if request.path.startswith("/api/"):
         return json_server_error(request)
     return defaults.server_error(request)
+
+
+def api_not_found(request):
+    return json_not_found(request)

@@ -229,7 +229,8 @@ def model_version_upload(
                 max_archive_files=settings.MODEL_MAX_ARCHIVE_FILES,
             )
         except coreml.ModelRejected as error:
-            raise InvalidInput(
+            error_class = TooLarge if error.code == "too_large" else InvalidInput
+            raise error_class(
                 error.detail, code=error.code, fields={"file": [error.detail]}
             ) from None
 

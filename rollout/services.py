@@ -20,6 +20,7 @@ from .allocation import (
     plan_segments,
     validate_stages,
 )
+from .guardrails import InvalidGuardrail, guardrails_parse
 from .hashing import new_salt
 from .models import ACTIVE_STATES, Exposure, Rollout, RolloutArm, RolloutEvent, RolloutState
 
@@ -107,8 +108,10 @@ def rollout_create(
         segments = plan_segments([stages[-1] for _, _, stages in arms])
     except AllocationError as error:
         raise InvalidInput(str(error), code="invalid_stages") from None
-    if guardrails is not None and not isinstance(guardrails, list):
-        raise InvalidInput("guardrails must be a list.", code="invalid_guardrails")
+    try:
+        guardrails_parse(guardrails)
+    except InvalidGuardrail as error:
+        raise InvalidInput(str(error), code="invalid_guardrails") from None
     with transaction.atomic():
         rollout = Rollout.objects.create(
             flow=flow,
