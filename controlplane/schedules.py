@@ -8,7 +8,8 @@ survives deploys and restarts.
 PERIODIC_TASKS = {
     # name: (task, every N seconds, expires after N seconds)
     "Flush buffered exposures": ("rollout.tasks.exposure_buffer_flush", 10, 60),
-    "Advance rollouts whose stage is due": ("rollout.tasks.rollouts_advance_due", 60, 120),
+    "Judge running rollouts": ("experiments.tasks.judge_all", 300, 450),
+    "Attribute outcome events": ("experiments.tasks.events_attribute_task", 30, 60),
 }
 
 

@@ -207,6 +207,12 @@ SDK_FAST_POLL_AFTER_ROLLBACK_WINDOW_SECONDS = env.int(
 ROLLBACK_CONFIRMATION_WINDOW_SECONDS = env.int(
     "ROLLBACK_CONFIRMATION_WINDOW_SECONDS", default=14 * 24 * 3600
 )
+# The judge: significance level, and the relative lift the power calculation sizes for.
+EXPERIMENT_ALPHA = env.float("EXPERIMENT_ALPHA", default=0.05)
+EXPERIMENT_MIN_DETECTABLE_LIFT = env.float("EXPERIMENT_MIN_DETECTABLE_LIFT", default=0.10)
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="cohort@localhost")
 # Device clocks drift: an outcome stamped this much before its exposure still counts.
 EVENT_CLOCK_SKEW_SECONDS = env.int("EVENT_CLOCK_SKEW_SECONDS", default=300)
 # Events waiting for their device's exposure are given up (left unattributed) after this.

@@ -1,10 +1,8 @@
 """Read queries of rollouts: details with their audit log, exposure counts and rollback progress."""
 
 import uuid
-from datetime import datetime
 
 from django.db.models import Count, Q
-from django.utils import timezone
 
 from controlplane.errors import NotFound
 
@@ -62,26 +60,6 @@ def rollout_rollback_progress(*, rollout: Rollout) -> dict | None:
         "confirmed_baseline": confirmed,
         "share_confirmed": round(confirmed / exposed, 4) if exposed else None,
     }
-
-
-def rollouts_due_for_stage(*, now: datetime | None = None):
-    """Running rollouts that advance automatically and whose current stage met its minimum time."""
-    now = now or timezone.now()
-    return [
-        rollout
-        for rollout in Rollout.objects.filter(state=RolloutState.RUNNING, auto_advance=True)
-        if rollout.stage_started_at is not None
-        and (now - rollout.stage_started_at).total_seconds() >= rollout.stage_min_minutes * 60
-    ]
-
-
-def rollout_stage_devices_met(*, rollout: Rollout) -> bool:
-    """Whether every arm, the baseline included, has the minimum comparable devices."""
-    counts = rollout_exposure_counts(rollout=rollout)
-    names = ["baseline", *(arm.name for arm in rollout.arms.all())]
-    return all(
-        counts.get(name, {}).get("comparable", 0) >= rollout.min_devices_per_arm for name in names
-    )
 
 
 def rollout_active_for_flow(*, flow) -> Rollout | None:

@@ -368,30 +368,3 @@ def rollout_set_share(
         rollout, action="set_share", verb="change the share of", actor=actor, reason=reason,
         allowed_from=ACTIVE_STATES, change=change, expected_revision=expected_revision,
     )  # fmt: skip
-
-
-def rollouts_advance_due(*, now=None) -> list[str]:
-    """Advance each automatically advancing rollout whose stage met its minimum time and devices.
-
-    The revision read here is sent with the change, so a person's change in between wins and
-    this run leaves that rollout alone.
-    """
-    from .exposures import exposure_buffer_flush
-    from .selectors import rollout_stage_devices_met, rollouts_due_for_stage
-
-    exposure_buffer_flush()
-    advanced = []
-    for rollout in rollouts_due_for_stage(now=now):
-        if not rollout_stage_devices_met(rollout=rollout):
-            continue
-        try:
-            rollout_advance(
-                rollout=rollout,
-                actor="system",
-                reason="stage minimum time and devices reached",
-                expected_revision=rollout.revision,
-            )
-        except Conflict:
-            continue
-        advanced.append(str(rollout.pk))
-    return advanced

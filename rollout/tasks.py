@@ -9,11 +9,3 @@ def exposure_buffer_flush():
     from .exposures import exposure_buffer_flush as flush
 
     return flush()
-
-
-@shared_task(acks_late=True, ignore_result=True, time_limit=300, soft_time_limit=270)
-def rollouts_advance_due():
-    """Advance rollouts that asked for it once a stage's minimum time and devices are met."""
-    from .services import rollouts_advance_due as advance
-
-    return advance()

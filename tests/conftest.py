@@ -196,3 +196,31 @@ def poll(client):
         )
 
     return get
+
+
+@pytest.fixture
+def webhook_receiver():
+    """A local HTTP server that records the JSON bodies POSTed to it (an alert receiver)."""
+    import json as jsonlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(jsonlib.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.received = received
+    yield server
+    server.shutdown()

@@ -1,0 +1,34 @@
+"""Management API of experiments: run the judge on a rollout now, read its latest analysis."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.errors import NotFound
+from rollout.roles import EDITORS
+from rollout.selectors import rollout_get
+
+from .judge import rollout_analyze
+from .selectors import analysis_latest
+
+
+class RolloutAnalyzeApi(APIView):
+    write_roles = EDITORS
+
+    @extend_schema(request=None, responses={200: dict})
+    def post(self, request, rollout_id):
+        """Run the judge now: the same analysis and automatic actions as the periodic job."""
+        analysis = rollout_analyze(rollout=rollout_get(rollout_id=rollout_id), act=True)
+        return Response(analysis.body)
+
+
+class RolloutAnalysisApi(APIView):
+    @extend_schema(responses={200: dict})
+    def get(self, request, rollout_id):
+        analysis = analysis_latest(rollout=rollout_get(rollout_id=rollout_id))
+        if analysis is None:
+            raise NotFound(
+                "This rollout has not been analysed yet; POST …/analyze runs the judge now.",
+                code="no_analysis",
+            )
+        return Response(analysis.body)

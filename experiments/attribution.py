@@ -1,0 +1,418 @@
+"""
+Attribution: turn outcome events into per-device outcomes of rollout arms, exactly once.
+
+Contract:
+- An event counts for a rollout when the rollout covers the time it happened (the rollout is
+  running or paused, or ended after it, give or take the clock skew), its device has a
+  *comparable* exposure in that rollout, and it happened inside the arm's window:
+  `arm_since - EVENT_CLOCK_SKEW_SECONDS <= occurred_at <= arm_since + attribution window`.
+  It counts for the arm the exposure names now.
+- A `DeviceOutcome` row holds only outcomes of the arm its device is in: when the device has
+  moved to another arm (a share grew), the row starts again from the new arm's events. (The
+  analysis reads rows whose arm matches the device's exposure; a stale one is ignored.)
+- An event whose device has no exposure yet may be waiting for one still buffered in Redis: it
+  stays unattributed until `EVENT_ATTRIBUTION_PATIENCE_SECONDS` after it was received, and is
+  then settled with no rollout. Every other event is settled at once, counted or not.
+- Exactly once: each batch locks its events (`FOR UPDATE SKIP LOCKED`), so concurrent runs take
+  different events; their device rows are locked in a fixed order, merged in Python and written
+  back in the same transaction as the events are marked. A rerun finds nothing to do.
+- Queries per batch are few and do not grow with events (only with chunks of thousands).
+"""
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Collate
+from django.utils import timezone
+
+from rollout.exposures import exposure_buffer_flush
+from rollout.models import ACTIVE_STATES, ENDED_STATES, Exposure, Rollout, RolloutArm
+
+from .models import MODEL_ERROR, DeviceOutcome, OutcomeEvent
+
+BATCH = 5000  # events per transaction
+CHUNK = 2000  # values per IN (...) list or multi-row statement: under SQLite's variable limit
+BASELINE = "baseline"
+
+_EVENT_FIELDS = (
+    "id",
+    "flow_id",
+    "device_id",
+    "model_id",
+    "outcome",
+    "value",
+    "occurred_at",
+    "received_at",
+)
+
+
+@dataclass(frozen=True)
+class _Event:
+    id: int
+    flow_id: uuid.UUID
+    device_id: str
+    model_id: uuid.UUID | None
+    outcome: str
+    value: float | None
+    occurred_at: datetime
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    id: uuid.UUID
+    flow_id: uuid.UUID
+    started_at: datetime | None
+    ended_at: datetime | None
+    window: timedelta
+    positive_label: str
+    arm_models: dict[str, uuid.UUID | None]
+
+    def covers(self, moment: datetime, skew: timedelta) -> bool:
+        if self.started_at is not None and moment < self.started_at - skew:
+            return False
+        return self.ended_at is None or moment <= self.ended_at + skew
+
+
+@dataclass
+class _Tally:
+    arm: str
+    events: int = 0
+    conversions: int = 0
+    value_sum: float = 0.0
+    model_errors: int = 0
+    ran_assigned_model: bool = False
+    outcome_counts: dict[str, int] = field(default_factory=dict)
+    last_event_at: datetime | None = None
+
+    def add(self, event: _Event, rollout: _Rollout) -> None:
+        self.events += 1
+        if rollout.positive_label and event.outcome == rollout.positive_label:
+            self.conversions += 1
+        if event.outcome == MODEL_ERROR:
+            self.model_errors += 1
+        self.value_sum += event.value or 0.0
+        if event.model_id == rollout.arm_models.get(self.arm):
+            self.ran_assigned_model = True
+        self.outcome_counts[event.outcome] = self.outcome_counts.get(event.outcome, 0) + 1
+        if self.last_event_at is None or event.occurred_at > self.last_event_at:
+            self.last_event_at = event.occurred_at
+
+    def merge(self, row: dict) -> None:
+        """Fold in the device's stored totals (same arm only: another arm's are stale)."""
+        if row["arm"] != self.arm:
+            return
+        self.events += row["events"]
+        self.conversions += row["conversions"]
+        self.value_sum += row["value_sum"]
+        self.model_errors += row["model_errors"]
+        self.ran_assigned_model = self.ran_assigned_model or row["ran_assigned_model"]
+        for outcome, count in (row["outcome_counts"] or {}).items():
+            self.outcome_counts[outcome] = self.outcome_counts.get(outcome, 0) + count
+        if row["last_event_at"] is not None and (
+            self.last_event_at is None or row["last_event_at"] > self.last_event_at
+        ):
+            self.last_event_at = row["last_event_at"]
+
+
+def _chunks(items: list, size: int = CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _events_locked(after: tuple[datetime, int] | None, size: int) -> list[_Event]:
+    """The oldest unattributed events after the cursor, locked; rows others hold are skipped."""
+    queryset = OutcomeEvent.objects.filter(attributed=False)
+    if after is not None:
+        received_at, pk = after
+        queryset = queryset.filter(
+            Q(received_at__gt=received_at) | Q(received_at=received_at, pk__gt=pk)
+        )
+    rows = (
+        queryset.order_by("received_at", "pk")
+        .select_for_update(skip_locked=True)
+        .values_list(*_EVENT_FIELDS)[:size]
+    )
+    return [_Event(*row) for row in rows]
+
+
+def _rollouts_for(events: list[_Event], skew: timedelta) -> dict[uuid.UUID, list[_Rollout]]:
+    """Per flow: its active rollouts and those that ended after the oldest event, newest first."""
+    flow_ids = {event.flow_id for event in events}
+    oldest = min(event.occurred_at for event in events)
+    rows = list(
+        Rollout.objects.filter(flow_id__in=flow_ids)
+        .filter(Q(state__in=ACTIVE_STATES) | Q(state__in=ENDED_STATES, ended_at__gte=oldest - skew))
+        .order_by("-started_at")
+        .values_list(
+            "id",
+            "flow_id",
+            "started_at",
+            "ended_at",
+            "state",
+            "baseline_id",
+            "flow__attribution_window_hours",
+            "flow__positive_label",
+        )
+    )
+    if not rows:
+        return {}
+    arm_models: dict[uuid.UUID, dict[str, uuid.UUID | None]] = {
+        row[0]: {BASELINE: row[5]} for row in rows
+    }
+    for rollout_id, name, model_id in RolloutArm.objects.filter(
+        rollout_id__in=list(arm_models)
+    ).values_list("rollout_id", "name", "model_version_id"):
+        arm_models[rollout_id][name] = model_id
+    by_flow: dict[uuid.UUID, list[_Rollout]] = defaultdict(list)
+    for rollout_id, flow_id, started, ended, state, _, hours, label in rows:
+        by_flow[flow_id].append(
+            _Rollout(
+                id=rollout_id,
+                flow_id=flow_id,
+                started_at=started,
+                ended_at=None if state in ACTIVE_STATES else ended,
+                window=timedelta(hours=hours),
+                positive_label=label,
+                arm_models=arm_models[rollout_id],
+            )
+        )
+    return by_flow
+
+
+def _exposures_for(
+    rollout_ids: set[uuid.UUID], device_ids: set[str]
+) -> dict[tuple[uuid.UUID, str], tuple[str, datetime, bool]]:
+    """(rollout, device) → (arm, arm_since, comparable), for the given rollouts and devices."""
+    found = {}
+    for devices in _chunks(sorted(device_ids)):
+        for rollout_id, device_id, arm, arm_since, comparable in Exposure.objects.filter(
+            rollout_id__in=list(rollout_ids), device_id__in=devices
+        ).values_list("rollout_id", "device_id", "arm", "arm_since", "comparable"):
+            found[(rollout_id, device_id)] = (arm, arm_since, comparable)
+    return found
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _device_outcomes_locked(pairs: list[tuple[uuid.UUID, str, str]]) -> dict[tuple, dict]:
+    """Make sure each (rollout, device) has a row, lock them all in a fixed order, return them.
+
+    Creating missing rows first means every row exists before it is locked, so two runs that
+    reach the same new device serialise on it instead of both inserting from nothing.
+    """
+    table = connection.ops.quote_name(DeviceOutcome._meta.db_table)
+    prepared_empty = DeviceOutcome._meta.get_field("outcome_counts").get_db_prep_save(
+        {}, connection
+    )
+    with connection.cursor() as cursor:
+        for chunk in _chunks(pairs, CHUNK // 4):
+            values = ", ".join(["(%s, %s, %s, 0, 0, 0.0, 0, %s, %s, NULL)"] * len(chunk))
+            params = []
+            for rollout_id, device_id, arm in chunk:
+                params += [_uuid_param(rollout_id), device_id, arm, False, prepared_empty]
+            cursor.execute(
+                f"INSERT INTO {table} (rollout_id, device_id, arm, events, conversions, "
+                "value_sum, model_errors, ran_assigned_model, outcome_counts, last_event_at) "
+                f"VALUES {values} ON CONFLICT (rollout_id, device_id) DO NOTHING",
+                params,
+            )
+    by_rollout: dict[uuid.UUID, list[str]] = defaultdict(list)
+    for rollout_id, device_id, _ in pairs:
+        by_rollout[rollout_id].append(device_id)
+    stored = {}
+    for rollout_id, devices in sorted(by_rollout.items()):
+        for chunk in _chunks(devices):
+            for row in (
+                DeviceOutcome.objects.filter(rollout_id=rollout_id, device_id__in=chunk)
+                .order_by(_lock_order())
+                .select_for_update()
+                .values(
+                    "rollout_id",
+                    "device_id",
+                    "arm",
+                    "events",
+                    "conversions",
+                    "value_sum",
+                    "model_errors",
+                    "ran_assigned_model",
+                    "outcome_counts",
+                    "last_event_at",
+                )
+            ):
+                stored[(row["rollout_id"], row["device_id"])] = row
+    return stored
+
+
+def _lock_order():
+    """Device ids in code-point order, as Python sorts them, so every run locks in one order.
+
+    (Device ids are printable ASCII; PostgreSQL's default collation would order them otherwise.)
+    """
+    if connection.vendor == "postgresql":
+        return Collate("device_id", "C")
+    return "device_id"
+
+
+def _uuid_param(value: uuid.UUID):
+    return DeviceOutcome._meta.get_field("rollout").get_db_prep_save(value, connection)
+
+
+def _device_outcomes_write(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None:
+    """Write the merged totals back: one multi-row upsert per chunk (the rows exist and are ours)."""
+    meta = DeviceOutcome._meta
+    names = (
+        "rollout",
+        "device_id",
+        "arm",
+        "events",
+        "conversions",
+        "value_sum",
+        "model_errors",
+        "ran_assigned_model",
+        "outcome_counts",
+        "last_event_at",
+    )
+    fields = [meta.get_field(name) for name in names]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    updates = ", ".join(f"{quote(f.column)} = excluded.{quote(f.column)}" for f in fields[2:])
+    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    items = sorted(tallies.items())
+    with connection.cursor() as cursor:
+        for chunk in _chunks(items, CHUNK // len(fields)):
+            params = []
+            for (rollout_id, device_id), tally in chunk:
+                values = (
+                    rollout_id,
+                    device_id,
+                    tally.arm,
+                    tally.events,
+                    tally.conversions,
+                    tally.value_sum,
+                    tally.model_errors,
+                    tally.ran_assigned_model,
+                    tally.outcome_counts,
+                    tally.last_event_at,
+                )
+                params += [
+                    f.get_db_prep_save(v, connection) for f, v in zip(fields, values, strict=True)
+                ]
+            cursor.execute(
+                f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES "
+                f"{', '.join([placeholder] * len(chunk))} "
+                f"ON CONFLICT (rollout_id, device_id) DO UPDATE SET {updates}",
+                params,
+            )
+
+
+def _events_mark(settled: dict[tuple[uuid.UUID | None, str], list[int]]) -> None:
+    for (rollout_id, arm), ids in settled.items():
+        for chunk in _chunks(ids):
+            OutcomeEvent.objects.filter(pk__in=chunk).update(
+                attributed=True, rollout_id=rollout_id, arm=arm
+            )
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def _attribute_batch(events: list[_Event], now: datetime) -> int:
+    """Count, settle or leave each event of a locked batch; return how many were settled."""
+    skew = timedelta(seconds=settings.EVENT_CLOCK_SKEW_SECONDS)
+    patience = timedelta(seconds=settings.EVENT_ATTRIBUTION_PATIENCE_SECONDS)
+    by_flow = _rollouts_for(events, skew)
+    candidates = {
+        event.id: [r for r in by_flow.get(event.flow_id, ()) if r.covers(event.occurred_at, skew)]
+        for event in events
+    }
+    exposures = _exposures_for(
+        {r.id for rollouts in candidates.values() for r in rollouts},
+        {event.device_id for event in events if candidates[event.id]},
+    )
+
+    settled: dict[tuple[uuid.UUID | None, str], list[int]] = defaultdict(list)
+    tallies: dict[tuple[uuid.UUID, str], _Tally] = {}
+    for event in events:
+        exposed = [
+            (rollout, exposures[(rollout.id, event.device_id)])
+            for rollout in candidates[event.id]
+            if (rollout.id, event.device_id) in exposures
+        ]
+        if candidates[event.id] and not exposed and event.received_at > now - patience:
+            continue  # its exposure may still be buffered: look again later
+        for rollout, (arm, arm_since, comparable) in exposed:
+            if comparable and arm_since - skew <= event.occurred_at <= arm_since + rollout.window:
+                key = (rollout.id, event.device_id)
+                tally = tallies.get(key)
+                if tally is None or tally.arm != arm:
+                    tally = tallies[key] = _Tally(arm=arm)
+                tally.add(event, rollout)
+                settled[(rollout.id, arm)].append(event.id)
+                break
+        else:
+            settled[(None, "")].append(event.id)
+
+    if tallies:
+        stored = _device_outcomes_locked([(r, d, t.arm) for (r, d), t in sorted(tallies.items())])
+        for key, tally in tallies.items():
+            if key in stored:
+                tally.merge(stored[key])
+        _device_outcomes_write(tallies)
+    _events_mark(settled)
+    return sum(len(ids) for ids in settled.values())
+
+
+def _attribute(*, limit: int, batch: int, now: datetime | None) -> tuple[int, int]:
+    """Return (events settled, events examined)."""
+    now = now or timezone.now()
+    settled, examined, after = 0, 0, None
+    while examined < limit:
+        size = min(batch, limit - examined)
+        with transaction.atomic():
+            events = _events_locked(after, size)
+            if not events:
+                break
+            settled += _attribute_batch(events, now)
+        examined += len(events)
+        after = (events[-1].received_at, events[-1].id)
+        if len(events) < size:
+            break
+    return settled, examined
+
+
+def events_attribute(
+    *, limit: int = 50_000, batch: int = BATCH, now: datetime | None = None
+) -> int:
+    """Attribute up to `limit` unattributed events, oldest received first; return how many
+    were settled (counted for an arm, or closed with none).
+
+    Each batch of `batch` events is one transaction. Events left waiting for an exposure are
+    stepped over (the cursor moves past them), so they never hold up the events behind them.
+    """
+    return _attribute(limit=limit, batch=batch, now=now)[0]
+
+
+def ledger_catch_up(*, limit: int = 50_000) -> int:
+    """Flush buffered exposures, then attribute every event that can be; return events settled.
+
+    The analysis calls this first, so a device that polled and reported before the call is
+    counted. It stops once a pass reaches the end of the unattributed events.
+    """
+    while exposure_buffer_flush():
+        pass
+    total = 0
+    while True:
+        settled, examined = _attribute(limit=limit, batch=BATCH, now=None)
+        total += settled
+        if examined < limit or not settled:
+            return total

@@ -1,0 +1,119 @@
+"""
+What the judge decides from an analysis (no Django): one of CONTRACT.md's decisions.
+
+Order of precedence, most urgent first:
+1. `rollback`: a challenger is significantly worse (its always-valid interval lies wholly on
+   the harmful side of the margin) on the primary metric or any guardrail. Harm is acted on
+   even while a sample-ratio mismatch stands: stopping is always safe.
+2. `srm_alert`: exposed counts do not match the configured shares (overall or in an SDK
+   version slice): the data cannot be trusted, so nothing is promoted or advanced.
+3. `insufficient_data`: a challenger's primary comparison lacks the minimum data.
+4. `promote_recommended`: a challenger at its final stage is significantly better on the
+   primary metric, with no guardrail harm and no broken sequential guarantee.
+5. `advance`: the rollout advances automatically, the stage's minimum time has passed, every
+   arm has the planned devices, and nothing above applies.
+6. `continue`.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .stats import Comparison, SrmFinding
+
+CONTINUE = "continue"
+ADVANCE = "advance"
+ROLLBACK = "rollback"
+PROMOTE_RECOMMENDED = "promote_recommended"
+SRM_ALERT = "srm_alert"
+INSUFFICIENT_DATA = "insufficient_data"
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    running: bool
+    auto_advance: bool
+    minutes_in_stage: float
+    stage_min_minutes: float
+    min_devices_per_arm: int
+    exposed: Mapping[str, int]  # comparable devices per arm, "baseline" included
+    final_stage: Mapping[str, bool]  # per challenger: at the last stage of its plan
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str
+    reasons: tuple[str, ...] = ()
+    harmful_arms: tuple[str, ...] = ()
+    winning_arms: tuple[str, ...] = ()
+    details: dict = field(default_factory=dict)
+
+
+def decide(
+    comparisons: Mapping[str, Mapping[str, Comparison]],
+    *,
+    primary: str,
+    srm_findings: Sequence[SrmFinding],
+    stage: StageInfo,
+) -> Verdict:
+    """Decide from per-metric, per-challenger comparisons (metric -> arm -> Comparison)."""
+    harm = [
+        (arm, metric, comparison)
+        for metric, by_arm in comparisons.items()
+        for arm, comparison in by_arm.items()
+        if comparison.significant and comparison.direction == "worse"
+    ]
+    if harm:
+        return Verdict(
+            ROLLBACK,
+            reasons=tuple(
+                f"{arm} is significantly worse on {metric}: difference {c.diff:+.4g}, "
+                f"always-valid interval [{c.sequential_ci[0]:+.4g}, {c.sequential_ci[1]:+.4g}]"
+                for arm, metric, c in harm
+            ),
+            harmful_arms=tuple(sorted({arm for arm, _, _ in harm})),
+        )
+    if srm_findings:
+        return Verdict(
+            SRM_ALERT,
+            reasons=tuple(
+                f"sample-ratio mismatch in {f.slice}: p = {f.p_value:.2g}, counts "
+                f"{list(f.counts)} against shares {[round(s, 4) for s in f.expected_shares]}"
+                for f in srm_findings
+            ),
+        )
+    primary_results = comparisons.get(primary, {})
+    lacking = {arm: c.insufficient for arm, c in primary_results.items() if c.insufficient}
+    if lacking:
+        return Verdict(
+            INSUFFICIENT_DATA,
+            reasons=tuple(f"{arm}: {why}" for arm, why in lacking.items()),
+        )
+    winners = tuple(
+        arm
+        for arm, c in primary_results.items()
+        if c.significant
+        and c.direction == "better"
+        and not c.sequential_conflict
+        and stage.final_stage.get(arm, False)
+    )
+    if winners:
+        return Verdict(
+            PROMOTE_RECOMMENDED,
+            reasons=tuple(
+                f"{arm} is significantly better on {primary} at its final stage" for arm in winners
+            ),
+            winning_arms=winners,
+        )
+    if stage.running and stage.auto_advance and not all(stage.final_stage.values()):
+        short = {arm: n for arm, n in stage.exposed.items() if n < stage.min_devices_per_arm}
+        missing_arms = [arm for arm in ("baseline", *stage.final_stage) if arm not in stage.exposed]
+        if stage.minutes_in_stage >= stage.stage_min_minutes and not short and not missing_arms:
+            return Verdict(
+                ADVANCE,
+                reasons=(
+                    f"stage ran {stage.minutes_in_stage:.0f} min (minimum "
+                    f"{stage.stage_min_minutes:.0f}) with at least {stage.min_devices_per_arm} "
+                    "devices per arm and no harm",
+                ),
+            )
+    return Verdict(CONTINUE)

@@ -1,0 +1,63 @@
+"""Background jobs of experiments: thin, idempotent, and safe to run twice."""
+
+from celery import shared_task
+
+
+@shared_task(acks_late=True, ignore_result=True, time_limit=300, soft_time_limit=270)
+def events_attribute_task():
+    """Count new outcome events for their devices' rollout arms (exactly once; safe to overlap).
+
+    Buffered exposures are flushed first, so an event rarely waits for its device's exposure.
+    """
+    from contextlib import suppress
+
+    from redis.exceptions import LockError
+
+    from rollout.exposures import exposure_buffer_flush
+
+    from .attribution import events_attribute
+
+    # Another flusher holding the buffer is fine: what it moves is counted on the next run.
+    with suppress(LockError):
+        exposure_buffer_flush()
+    return events_attribute()
+
+
+ALERT_RETRY_BASE_SECONDS = 30
+
+
+@shared_task(acks_late=True, ignore_result=True, time_limit=120, soft_time_limit=100)
+def judge_all():
+    """Fan out one judge task per active rollout."""
+    from .judge import rollouts_to_judge
+
+    for rollout_id in rollouts_to_judge():
+        judge_rollout.delay(rollout_id)
+
+
+@shared_task(acks_late=True, ignore_result=True, time_limit=600, soft_time_limit=540)
+def judge_rollout(rollout_id: str):
+    """Analyse one rollout and act on it. A rerun acts at most once: actions carry the revision
+    they were decided on, and alerts carry a key."""
+    from rollout.models import Rollout
+
+    from .judge import rollout_analyze
+
+    rollout = Rollout.objects.filter(pk=rollout_id).first()
+    if rollout is None or not rollout.is_active:
+        return None
+    return rollout_analyze(rollout=rollout, act=True).decision
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None, time_limit=60)
+def alert_deliver(self, delivery_id: int):
+    """Deliver one alert to one channel; retry with exponential backoff until sent or failed."""
+    from .alerts import alert_delivery_attempt
+    from .models import AlertDelivery, DeliveryStatus
+
+    status = alert_delivery_attempt(delivery_id=delivery_id)
+    if status == DeliveryStatus.PENDING:
+        attempts = AlertDelivery.objects.filter(pk=delivery_id).values_list("attempts", flat=True)
+        attempt = attempts.first() or 1
+        raise self.retry(countdown=min(ALERT_RETRY_BASE_SECONDS * 2 ** (attempt - 1), 3600))
+    return status

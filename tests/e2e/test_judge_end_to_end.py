@@ -1,0 +1,219 @@
+"""
+End to end, with real processes: gunicorn serves simulated devices, a Celery worker with beat
+runs the judge on its own schedule, PostgreSQL and Redis underneath, an alert receiver on
+loopback. A harmful challenger (true conversion 7 % against 10 %) is rolled back by itself; a
+challenger as good as the baseline never is.
+"""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from controlplane.schedules import periodic_tasks_ensure
+from experiments.models import Alert, AlertChannel, Analysis
+from rollout import services
+from rollout.allocation import BASELINE
+from rollout.models import RolloutState
+
+pytestmark = pytest.mark.e2e
+
+DEVICES = 5000
+SDK = "1.5.0"
+
+
+def fast_schedule() -> None:
+    """Let beat run the judge and its feeders every few seconds instead of minutes."""
+    periodic_tasks_ensure()
+    every = {
+        "Judge running rollouts": 4,
+        "Attribute outcome events": 2,
+        "Flush buffered exposures": 2,
+    }
+    for name, seconds in every.items():
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=seconds, period=IntervalSchedule.SECONDS
+        )
+        PeriodicTask.objects.filter(name=name).update(interval=interval, expire_seconds=seconds * 3)
+
+
+def simulate(server, key, rate_by_arm: dict[str, float]) -> dict[str, str]:
+    """Every device polls; then each runs what it was given and reports one outcome with it.
+
+    Exactly the true rate of each arm's devices convert (the k-th device of an arm converts
+    when k % 100 < rate * 100), so the test does not hinge on a lucky sample.
+    """
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def poll(index: int) -> tuple[str, dict]:
+        device_id = f"device-{index:05d}"
+        response = session.get(
+            f"{server}/api/v1/sdk/assignments",
+            params={"device_id": device_id, "sdk_version": SDK},
+            headers=headers,
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        return device_id, response.json()["models"][0]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        entries = dict(pool.map(poll, range(DEVICES)))
+    position: dict[str, int] = {}
+    reports = []
+    for index, (device_id, entry) in enumerate(sorted(entries.items())):
+        arm = entry["rollout"]["arm"]
+        k = position[arm] = position.get(arm, -1) + 1
+        converted = k % 100 < round(rate_by_arm[arm] * 100)
+        reports.append((index, device_id, entry, converted))
+
+    def report(item) -> None:
+        index, device_id, entry, converted = item
+        event = {
+            "id": f"00000000-0000-4000-8000-{index:012d}",
+            "flow": entry["flow"],
+            "model_id": entry["model_id"],
+            "outcome": "Purchased" if converted else "Dismissed",
+            "ts": timezone.now().isoformat(),
+        }
+        if converted:
+            event["value"] = 4.99
+        response = session.post(
+            f"{server}/api/v1/sdk/events",
+            json={"device_id": device_id, "sdk_version": SDK, "events": [event]},
+            headers=headers,
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["accepted"] == 1, response.text
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(report, reports))
+    return {device_id: entry["rollout"]["arm"] for device_id, entry in entries.items()}
+
+
+@pytest.fixture
+def rollout_running(sdk_setup, webhook_receiver):
+    AlertChannel.objects.create(
+        app=sdk_setup["flow"].app, name="on-call", kind="webhook", target=webhook_receiver.url
+    )
+    rollout = services.rollout_create(
+        flow=sdk_setup["flow"],
+        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50]}],
+        actor="test",
+        planned_sample=DEVICES,
+    )
+    fast_schedule()
+    return services.rollout_start(rollout=rollout, actor="test")
+
+
+@pytest.fixture
+def beat_worker(process_env, tmp_path):
+    """The worker with the beat scheduler embedded, as bin/run starts it."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, _stop
+
+    log_path = tmp_path / "worker.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--beat",
+         "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+         "--without-heartbeat", f"--schedule={tmp_path / 'beat-schedule'}"],
+        cwd=ROOT, env=process_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while b"ready." not in log_path.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"the worker did not start: {log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield log_path
+    _stop(process)
+
+
+def wait_until(condition, seconds: float, what: str, log_path=None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    latest = Analysis.objects.first()
+    summary = (
+        f"latest analysis: {latest.decision} {latest.body.get('reasons')} "
+        f"{[(a['arm'], a['exposed'], a['metrics']['conversion']) for a in latest.body['arms']]}"
+        if latest
+        else "no analysis"
+    )
+    tail = log_path.read_text()[-2000:] if log_path else ""
+    pytest.fail(f"{what} did not happen within {seconds} s\n{summary}\n{tail}")
+
+
+def test_harmful_challenger__judge_rolls_back_by_itself_and_alerts_once(
+    sdk_setup, rollout_running, server, beat_worker, webhook_receiver
+):
+    rollout = rollout_running
+    arms = simulate(server, sdk_setup["key"], {BASELINE: 0.10, "challenger-1": 0.07})
+    assert 0.45 < sum(arm == "challenger-1" for arm in arms.values()) / DEVICES < 0.55
+
+    def rolled_back():
+        rollout.refresh_from_db()
+        return rollout.state == RolloutState.ROLLED_BACK
+
+    wait_until(rolled_back, 120, "the automatic rollback", beat_worker)
+    event = rollout.events.get(action="rollback")
+    assert event.actor == "system"
+    analysis = Analysis.objects.get(pk=event.evidence["analysis_id"])
+    assert analysis.decision == "rollback"
+    challenger = next(a for a in analysis.body["arms"] if a["arm"] == "challenger-1")
+    assert challenger["metrics"]["conversion"]["significant"] is True
+    assert challenger["metrics"]["conversion"]["direction"] == "worse"
+    wait_until(lambda: len(webhook_receiver.received) >= 1, 30, "the alert", beat_worker)
+    time.sleep(10)  # further judge runs must not alert again
+    assert len(webhook_receiver.received) == 1
+    assert Alert.objects.filter(rollout=rollout).count() == 1
+    assert webhook_receiver.received[0]["decision"] == "rollback"
+
+    baseline = str(sdk_setup["baseline"].pk)
+    time.sleep(1.5)  # the servers' snapshot check interval
+
+    def next_poll(device_id):
+        response = requests.get(
+            f"{server}/api/v1/sdk/assignments",
+            params={"device_id": device_id, "sdk_version": SDK},
+            headers={"Authorization": f"Bearer {sdk_setup['key']}"},
+            timeout=30,
+        )
+        return response.json()["models"][0]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        entries = list(pool.map(next_poll, arms))
+    assert {e["model_id"] for e in entries} == {baseline}
+    assert {e["rollout"] is None for e in entries} == {True}
+
+
+def test_equal_challenger__judge_never_rolls_back(
+    sdk_setup, rollout_running, server, beat_worker, webhook_receiver
+):
+    rollout = rollout_running
+    simulate(server, sdk_setup["key"], {BASELINE: 0.10, "challenger-1": 0.10})
+
+    wait_until(
+        lambda: (
+            Analysis.objects.filter(rollout=rollout, computed_at__gt=timezone.now()).exists()
+            or Analysis.objects.filter(rollout=rollout).count() >= 4
+        ),
+        120,
+        "four judge runs",
+        beat_worker,
+    )
+    rollout.refresh_from_db()
+    assert rollout.state == RolloutState.RUNNING
+    decisions = set(Analysis.objects.filter(rollout=rollout).values_list("decision", flat=True))
+    assert "rollback" not in decisions
+    assert webhook_receiver.received == []
+    latest = Analysis.objects.filter(rollout=rollout).first()
+    assert latest.body["arms"][0]["exposed"] + latest.body["arms"][1]["exposed"] == DEVICES

@@ -1,0 +1,442 @@
+"""Attribution: outcome events become per-device outcomes of rollout arms, exactly once."""
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from experiments.attribution import events_attribute, ledger_catch_up
+from experiments.ingest import events_write
+from experiments.models import DeviceOutcome, OutcomeEvent
+from rollout import services
+from rollout.cache import assignment_cache
+from rollout.exposures import exposure_buffer_flush
+from rollout.models import Exposure, Rollout
+from rollout.sdk_api import device_assignments
+
+pytestmark = pytest.mark.django_db
+
+SKEW = timedelta(seconds=300)  # EVENT_CLOCK_SKEW_SECONDS
+WINDOW = timedelta(hours=72)  # Flow.attribution_window_hours
+
+
+def start_rollout(setup, stages=(50,)):
+    rollout = services.rollout_create(
+        flow=setup["flow"],
+        challengers=[{"model_id": str(setup["challenger"].pk), "stages": list(stages)}],
+        actor="test",
+    )
+    return services.rollout_start(rollout=rollout, actor="test")
+
+
+def expose(setup, devices) -> dict[str, str]:
+    """Poll each device through the endpoint's code, flush the ledger; return device → arm."""
+    assignment_cache.clear()
+    doc = assignment_cache.app_for_key(setup["key"])
+    arms = {}
+    for device in devices:
+        body = device_assignments(
+            doc, device_id=device, sdk=(1, 5, 0), sdk_text="1.5.0", base_url="http://testserver/"
+        )
+        arms[device] = body["models"][0]["rollout"]["arm"]
+    exposure_buffer_flush()
+    return arms
+
+
+def one_per_arm(setup) -> dict[str, str]:
+    """Expose devices until each arm has one; return arm → device."""
+    arms = expose(setup, [f"device-{i}" for i in range(40)])
+    chosen = {}
+    for device, arm in arms.items():
+        chosen.setdefault(arm, device)
+    assert set(chosen) == {"baseline", "challenger-1"}
+    return chosen
+
+
+def report(setup, device, *, outcome="Purchased", at, model_id=None, value=None, received=None):
+    """Store one event as ingestion does (unattributed); return its event id."""
+    event_id = uuid.uuid4()
+    events_write(
+        [
+            {
+                "app": setup["flow"].app_id,
+                "event_id": event_id,
+                "flow": setup["flow"].pk,
+                "device_id": device,
+                "sdk_version": "1.5.0",
+                "model_id": model_id,
+                "outcome": outcome,
+                "value": value,
+                "occurred_at": at,
+                "received_at": received or timezone.now(),
+                "signals": None,
+                "attributed": False,
+                "rollout": None,
+                "arm": "",
+            }
+        ]
+    )
+    return event_id
+
+
+def outcome_of(rollout, device) -> dict:
+    return DeviceOutcome.objects.filter(rollout=rollout, device_id=device).values(
+        "arm",
+        "events",
+        "conversions",
+        "value_sum",
+        "model_errors",
+        "ran_assigned_model",
+        "outcome_counts",
+        "last_event_at",
+    )[0]
+
+
+def backdate(rollout, since):
+    """Pretend the rollout started, and its devices entered their arms, at `since`."""
+    Rollout.objects.filter(pk=rollout.pk).update(started_at=since, stage_started_at=since)
+    Exposure.objects.filter(rollout=rollout).update(arm_since=since, first_exposed_at=since)
+    rollout.refresh_from_db()
+
+
+@pytest.fixture
+def running(sdk_setup):
+    rollout = start_rollout(sdk_setup)
+    devices = one_per_arm(sdk_setup)
+    since = timezone.now() - timedelta(hours=1)
+    backdate(rollout, since)
+    return {
+        **sdk_setup,
+        "rollout": rollout,
+        "since": since,
+        "b": devices["baseline"],
+        "c": devices["challenger-1"],
+    }
+
+
+def test_attribute__exposed_devices__aggregated_per_device_and_arm(running):
+    since, baseline_model = running["since"], running["baseline"].pk
+    report(
+        running, running["b"], at=since + timedelta(minutes=1), model_id=baseline_model, value=4.99
+    )
+    report(running, running["b"], outcome="Dismissed", at=since + timedelta(minutes=9))
+    report(
+        running, running["b"], at=since + timedelta(minutes=5), model_id=baseline_model, value=1.0
+    )
+    report(running, running["c"], outcome="model_error", at=since + timedelta(minutes=2))
+    report(running, running["c"], outcome="Dismissed", at=since + timedelta(minutes=3), value=0.5)
+
+    settled = events_attribute()
+
+    assert settled == 5
+    assert outcome_of(running["rollout"], running["b"]) == {
+        "arm": "baseline",
+        "events": 3,
+        "conversions": 2,
+        "value_sum": pytest.approx(5.99),
+        "model_errors": 0,
+        "ran_assigned_model": True,
+        "outcome_counts": {"Purchased": 2, "Dismissed": 1},
+        "last_event_at": since + timedelta(minutes=9),
+    }
+    assert outcome_of(running["rollout"], running["c"]) == {
+        "arm": "challenger-1",
+        "events": 2,
+        "conversions": 0,
+        "value_sum": 0.5,
+        "model_errors": 1,
+        "ran_assigned_model": False,
+        "outcome_counts": {"model_error": 1, "Dismissed": 1},
+        "last_event_at": since + timedelta(minutes=3),
+    }
+    marks = set(OutcomeEvent.objects.values_list("device_id", "attributed", "rollout_id", "arm"))
+    assert marks == {
+        (running["b"], True, running["rollout"].pk, "baseline"),
+        (running["c"], True, running["rollout"].pk, "challenger-1"),
+    }
+
+
+def test_attribute__challenger_ran__ran_assigned_model_true(running):
+    report(
+        running,
+        running["c"],
+        at=running["since"] + timedelta(minutes=1),
+        model_id=running["challenger"].pk,
+    )
+
+    events_attribute()
+
+    assert outcome_of(running["rollout"], running["c"])["ran_assigned_model"] is True
+
+
+@pytest.mark.parametrize(
+    ("offset", "counted"),
+    [
+        (-SKEW - timedelta(seconds=1), False),
+        (-SKEW + timedelta(seconds=1), True),
+        (WINDOW - timedelta(seconds=1), True),
+        (WINDOW + timedelta(seconds=1), False),
+    ],
+)
+def test_attribute__event_time_against_arm_window__counted_only_inside(running, offset, counted):
+    since = running["since"] - WINDOW  # so that every offset is in the past
+    backdate(running["rollout"], since - SKEW - timedelta(minutes=1))
+    Exposure.objects.filter(rollout=running["rollout"]).update(arm_since=since)
+    report(running, running["b"], at=since + offset)
+
+    settled = events_attribute()
+
+    assert settled == 1
+    event = OutcomeEvent.objects.get()
+    assert event.attributed is True
+    assert (event.rollout_id, event.arm) == (
+        (running["rollout"].pk, "baseline") if counted else (None, "")
+    )
+    rows = DeviceOutcome.objects.filter(rollout=running["rollout"])
+    assert [row.events for row in rows] == ([1] if counted else [])
+
+
+def test_attribute__device_not_comparable__not_counted(running):
+    Exposure.objects.filter(device_id=running["c"]).update(comparable=False)
+    report(running, running["c"], at=running["since"] + timedelta(minutes=1))
+    report(running, running["b"], at=running["since"] + timedelta(minutes=1))
+
+    assert events_attribute() == 2
+
+    assert list(DeviceOutcome.objects.values_list("device_id", "events")) == [(running["b"], 1)]
+    assert OutcomeEvent.objects.get(device_id=running["c"]).rollout_id is None
+
+
+def test_attribute__exposure_still_buffered__waits_then_counted_after_flush(running, client):
+    import json
+
+    event = {
+        "id": str(uuid.uuid4()),
+        "flow": "onboarding_upsell",
+        "outcome": "Purchased",
+        "ts": (timezone.now() - timedelta(seconds=30)).isoformat(),
+    }
+    assignment_cache.clear()
+    response = client.post(
+        "/api/v1/sdk/events",
+        data=json.dumps({"device_id": "new-device", "sdk_version": "1.5.0", "events": [event]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {running['key']}",
+    )
+    arm = response.json()["assignments"]["models"][0]["rollout"]["arm"]
+
+    assert events_attribute() == 0
+    assert OutcomeEvent.objects.get().attributed is False
+
+    exposure_buffer_flush()
+    assert events_attribute() == 1
+
+    assert outcome_of(running["rollout"], "new-device")["arm"] == arm
+    assert outcome_of(running["rollout"], "new-device")["conversions"] == 1
+
+
+def test_attribute__never_exposed__settled_with_no_rollout_after_patience(running, settings):
+    received = timezone.now() - timedelta(seconds=settings.EVENT_ATTRIBUTION_PATIENCE_SECONDS)
+    old = report(running, "ghost", at=received, received=received - timedelta(seconds=1))
+    fresh = report(running, "ghost", at=timezone.now())
+
+    assert events_attribute() == 1
+
+    assert OutcomeEvent.objects.get(event_id=old).attributed is True
+    assert OutcomeEvent.objects.get(event_id=old).rollout_id is None
+    assert OutcomeEvent.objects.get(event_id=fresh).attributed is False
+    assert DeviceOutcome.objects.count() == 0
+
+
+def test_attribute__waiting_events__do_not_hold_up_later_ones(running):
+    for _ in range(5):
+        report(running, "ghost", at=timezone.now())
+    later = report(running, running["b"], at=running["since"] + timedelta(minutes=1))
+
+    assert events_attribute(batch=2) == 1
+
+    assert OutcomeEvent.objects.get(event_id=later).arm == "baseline"
+    assert OutcomeEvent.objects.filter(attributed=False).count() == 5
+
+
+def test_attribute__run_again__changes_nothing(running):
+    report(running, running["b"], at=running["since"] + timedelta(minutes=1), value=2.0)
+    report(running, running["c"], at=running["since"] + timedelta(minutes=1), value=3.0)
+    events_attribute()
+    before = sorted(DeviceOutcome.objects.values_list("device_id", "events", "value_sum"))
+
+    assert events_attribute() == 0
+    assert ledger_catch_up() == 0
+
+    after = sorted(DeviceOutcome.objects.values_list("device_id", "events", "value_sum"))
+    assert after == before == sorted([(running["b"], 1, 2.0), (running["c"], 1, 3.0)])
+
+
+def test_attribute__later_events__added_to_the_device_totals(running):
+    since = running["since"]
+    report(running, running["b"], at=since + timedelta(minutes=1), value=2.0)
+    report(running, running["b"], outcome="Dismissed", at=since + timedelta(minutes=2))
+    events_attribute()
+    report(running, running["b"], at=since + timedelta(minutes=30), value=1.5)
+    report(running, running["b"], outcome="model_error", at=since + timedelta(minutes=20))
+
+    assert events_attribute() == 2
+
+    row = outcome_of(running["rollout"], running["b"])
+    assert (row["events"], row["conversions"], row["value_sum"], row["model_errors"]) == (
+        4,
+        2,
+        3.5,
+        1,
+    )
+    assert row["outcome_counts"] == {"Purchased": 2, "Dismissed": 1, "model_error": 1}
+    assert row["last_event_at"] == since + timedelta(minutes=30)
+
+
+def test_attribute__device_moved_to_another_arm__row_starts_again_for_new_arm(running):
+    device, since = running["b"], running["since"]
+    report(running, device, at=since + timedelta(minutes=1), value=9.0)
+    events_attribute()
+    moved = since + timedelta(minutes=30)
+    Exposure.objects.filter(device_id=device).update(arm="challenger-1", arm_since=moved)
+    report(running, device, outcome="Dismissed", at=moved + timedelta(minutes=1))
+    report(running, device, at=since + timedelta(minutes=2))  # before the move: not counted
+
+    assert events_attribute() == 2
+
+    row = outcome_of(running["rollout"], device)
+    assert (row["arm"], row["events"], row["value_sum"], row["outcome_counts"]) == (
+        "challenger-1",
+        1,
+        0.0,
+        {"Dismissed": 1},
+    )
+
+
+def test_attribute__rolled_back_rollout__counts_only_events_before_the_end(running):
+    services.rollout_rollback(rollout=running["rollout"], actor="test")
+    running["rollout"].refresh_from_db()
+    ended = running["rollout"].ended_at
+    before = report(running, running["c"], at=ended - timedelta(minutes=1))
+    after = report(running, running["c"], at=ended + SKEW + timedelta(minutes=1))
+
+    assert events_attribute() == 2
+
+    assert OutcomeEvent.objects.get(event_id=before).arm == "challenger-1"
+    assert OutcomeEvent.objects.get(event_id=after).rollout_id is None
+    assert outcome_of(running["rollout"], running["c"])["events"] == 1
+
+
+def test_attribute__event_before_rollout_started__settled_at_once(running):
+    started = running["rollout"].started_at
+    report(running, running["b"], at=started - SKEW - timedelta(hours=1))
+
+    assert events_attribute() == 1
+
+    assert OutcomeEvent.objects.get().rollout_id is None
+    assert DeviceOutcome.objects.count() == 0
+
+
+def test_attribute__bigger_batch__same_number_of_queries(running):
+    arms = expose(running, [f"many-{i}" for i in range(150)])
+    Exposure.objects.update(arm_since=running["since"])
+
+    def queries_for(devices):
+        for device in devices:
+            report(running, device, at=running["since"] + timedelta(minutes=1), value=1.0)
+        with CaptureQueriesContext(connection) as captured:
+            assert events_attribute() == len(devices)
+        return len(captured)
+
+    small = queries_for(list(arms)[:3])
+    large = queries_for(list(arms)[3:])
+
+    assert small == large
+    assert large <= 12
+
+
+def test_ledger_catch_up__polled_and_reported__counted(sdk_setup, client):
+    import json
+
+    rollout = start_rollout(sdk_setup, stages=(100,))
+    assignment_cache.clear()
+    client.get(
+        "/api/v1/sdk/assignments",
+        {"device_id": "IDFV-9", "sdk_version": "1.5.0"},
+        HTTP_AUTHORIZATION=f"Bearer {sdk_setup['key']}",
+    )
+    event = {
+        "id": str(uuid.uuid4()),
+        "flow": "onboarding_upsell",
+        "outcome": "Purchased",
+        "ts": timezone.now().isoformat(),
+        "value": 4.99,
+        "model_id": str(sdk_setup["challenger"].pk),
+    }
+    client.post(
+        "/api/v1/sdk/events",
+        data=json.dumps({"device_id": "IDFV-9", "sdk_version": "1.5.0", "events": [event]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {sdk_setup['key']}",
+    )
+
+    assert ledger_catch_up() == 1
+
+    row = outcome_of(rollout, "IDFV-9")
+    assert (row["arm"], row["conversions"], row["value_sum"], row["ran_assigned_model"]) == (
+        "challenger-1",
+        1,
+        4.99,
+        True,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_attribute__concurrent_runs__every_event_counted_once(sdk_setup):
+    assert connection.vendor == "postgresql"
+    rollout = start_rollout(sdk_setup)
+    devices = list(expose(sdk_setup, [f"device-{i}" for i in range(30)]))
+    since = timezone.now() - timedelta(hours=1)
+    backdate(rollout, since)
+    per_device = 20
+    for index in range(per_device):
+        for device in devices:
+            outcome = "Purchased" if index % 4 == 0 else "Dismissed"
+            report(
+                sdk_setup, device, outcome=outcome, at=since + timedelta(seconds=index), value=1.0
+            )
+    barrier = threading.Barrier(4)
+    settled = [0] * 4
+    errors = []
+
+    def run(slot):
+        try:
+            barrier.wait(10)
+            while count := events_attribute(batch=37):
+                settled[slot] += count
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    assert errors == []
+    assert sum(settled) == per_device * len(devices)
+    assert OutcomeEvent.objects.filter(attributed=False).count() == 0
+    rows = list(DeviceOutcome.objects.filter(rollout=rollout))
+    assert len(rows) == len(devices)
+    assert {row.events for row in rows} == {per_device}
+    assert {row.conversions for row in rows} == {per_device // 4}
+    assert {row.value_sum for row in rows} == {float(per_device)}
+    assert {tuple(sorted(row.outcome_counts.items())) for row in rows} == {
+        (("Dismissed", per_device * 3 // 4), ("Purchased", per_device // 4))
+    }

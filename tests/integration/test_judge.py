@@ -1,0 +1,217 @@
+"""The judge on real data in PostgreSQL: analysis, decisions, automatic actions, alerts once."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from experiments import stats
+from experiments.judge import rollout_analyze
+from experiments.models import Alert, AlertChannel, AlertDelivery, Analysis, DeviceOutcome
+from rollout import services
+from rollout.models import Exposure, RolloutState
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def running(sdk_setup):
+    rollout = services.rollout_create(
+        flow=sdk_setup["flow"],
+        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50]}],
+        actor="test",
+        planned_sample=4000,
+    )
+    return services.rollout_start(rollout=rollout, actor="test")
+
+
+def populate(rollout, arm: str, devices: int, converted: int, errors: int = 0, start: int = 0):
+    """Exposed devices of one arm, the first `converted` of which purchased."""
+    now = rollout.stage_started_at + timedelta(seconds=1)
+    Exposure.objects.bulk_create(
+        Exposure(
+            rollout=rollout, device_id=f"{arm}-{i}", arm=arm, bucket=0, sdk_version="1.5.0",
+            first_exposed_at=now, arm_since=now,
+        )
+        for i in range(start, start + devices)
+    )  # fmt: skip
+    DeviceOutcome.objects.bulk_create(
+        DeviceOutcome(
+            rollout=rollout,
+            device_id=f"{arm}-{i}",
+            arm=arm,
+            events=1,
+            conversions=1 if i - start < converted else 0,
+            model_errors=1 if i - start < errors else 0,
+            outcome_counts={"Purchased": 1} if i - start < converted else {"Dismissed": 1},
+        )
+        for i in range(start, start + devices)
+    )
+
+
+def test_analysis__matches_stats_module_on_the_same_sufficient_statistics(running):
+    populate(running, "baseline", 2000, 200)
+    populate(running, "challenger-1", 2000, 230)
+
+    analysis = rollout_analyze(rollout=running, act=False)
+
+    arms = {a["arm"]: a for a in analysis.body["arms"]}
+    assert arms["baseline"]["exposed"] == 2000
+    assert arms["baseline"]["metrics"]["conversion"] == {"n": 2000, "mean": 0.1}
+    challenger = arms["challenger-1"]["metrics"]["conversion"]
+    expected = stats.compare_arms(
+        stats.ArmStats.proportion(2000, 200),
+        {"challenger-1": stats.ArmStats.proportion(2000, 230)},
+        stats.MetricSpec("conversion", "proportion"),
+        planned_sample=4000,
+    )["challenger-1"]
+    assert challenger["p_value"] == pytest.approx(expected.p_value, abs=1e-12)
+    assert challenger["sequential_ci"] == pytest.approx(list(expected.sequential_ci), abs=1e-12)
+    assert analysis.inputs["arms"]["challenger-1"]["converted"] == 230
+    assert analysis.decision in {"continue", "insufficient_data"}
+
+
+def test_analysis__devices_that_never_reported__counted_as_exposed(running):
+    populate(running, "baseline", 1000, 100)
+    populate(running, "challenger-1", 1000, 100)
+    now = timezone.now()
+    Exposure.objects.bulk_create(
+        Exposure(
+            rollout=running, device_id=f"silent-{i}", arm="challenger-1", bucket=0,
+            sdk_version="1.5.0", first_exposed_at=now, arm_since=now,
+        )
+        for i in range(500)
+    )  # fmt: skip
+
+    analysis = rollout_analyze(rollout=running, act=False)
+
+    arms = {a["arm"]: a for a in analysis.body["arms"]}
+    assert arms["challenger-1"]["exposed"] == 1500
+    assert arms["challenger-1"]["metrics"]["conversion"]["mean"] == pytest.approx(100 / 1500)
+    assert arms["challenger-1"]["reporting"] == 1000
+
+
+def test_judge__clearly_harmful_challenger__rolls_back_once_and_alerts_once(
+    running, webhook_receiver, django_capture_on_commit_callbacks
+):
+    AlertChannel.objects.create(
+        app=running.flow.app, name="on-call", kind="webhook", target=webhook_receiver.url
+    )
+    populate(running, "baseline", 3000, 300)
+    populate(running, "challenger-1", 3000, 150)
+
+    with django_capture_on_commit_callbacks(execute=True):  # delivery is queued on commit
+        first = rollout_analyze(rollout=running, act=True)
+        second = rollout_analyze(rollout=running, act=True)
+
+    running.refresh_from_db()
+    assert first.decision == "rollback"
+    assert first.action == "rolled_back"
+    assert running.state == RolloutState.ROLLED_BACK
+    event = running.events.get(action="rollback")
+    assert event.actor == "system"
+    assert event.evidence["analysis_id"] == first.pk
+    assert "conversion" in event.reason
+    assert second.action == ""
+    assert Alert.objects.count() == 1
+    assert len(webhook_receiver.received) == 1
+    message = webhook_receiver.received[0]
+    assert "Rolled back challenger-1" in message["text"]
+    assert message["decision"] == "rollback"
+    assert message["rollout_id"] == str(running.pk)
+    assert AlertDelivery.objects.get().status == "sent"
+
+
+def test_judge__model_errors__guardrail_rolls_back(running):
+    populate(running, "baseline", 2000, 200, errors=10)
+    populate(running, "challenger-1", 2000, 200, errors=200)
+
+    analysis = rollout_analyze(rollout=running, act=True)
+
+    assert analysis.decision == "rollback"
+    assert any("model_error" in reason for reason in analysis.body["reasons"])
+
+
+def test_judge__equal_arms__never_rolls_back(running):
+    populate(running, "baseline", 3000, 300)
+    populate(running, "challenger-1", 3000, 300)
+
+    analysis = rollout_analyze(rollout=running, act=True)
+
+    running.refresh_from_db()
+    assert analysis.decision == "continue"
+    assert running.state == RolloutState.RUNNING
+
+
+def test_judge__too_few_devices__insufficient_data(running):
+    populate(running, "baseline", 50, 5)
+    populate(running, "challenger-1", 50, 1)
+
+    analysis = rollout_analyze(rollout=running, act=True)
+
+    assert analysis.decision == "insufficient_data"
+    running.refresh_from_db()
+    assert running.state == RolloutState.RUNNING
+
+
+def test_judge__sample_ratio_mismatch__srm_alert_no_action(running):
+    populate(running, "baseline", 3000, 300)
+    populate(running, "challenger-1", 2000, 200)
+
+    analysis = rollout_analyze(rollout=running, act=True)
+
+    assert analysis.decision == "srm_alert"
+    assert analysis.body["srm_p_value"] < 0.001
+    assert Alert.objects.get().kind == "srm_alert"
+
+
+def test_judge__auto_advance_when_stage_done__advances_audited_as_system(sdk_setup):
+    rollout = services.rollout_create(
+        flow=sdk_setup["flow"],
+        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50, 100]}],
+        actor="test",
+        auto_advance=True,
+        stage_min_minutes=0,
+    )
+    rollout = services.rollout_start(rollout=rollout, actor="test")
+    populate(rollout, "baseline", 1000, 100)
+    populate(rollout, "challenger-1", 1000, 100)
+
+    analysis = rollout_analyze(rollout=rollout, act=True)
+
+    assert analysis.decision == "advance"
+    assert analysis.action == "advanced"
+    assert rollout.arms.get().share == 10_000
+    assert rollout.events.get(action="advance").actor == "system"
+
+
+def test_judge__sequential_state__carried_between_looks(running):
+    populate(running, "baseline", 1000, 100)
+    populate(running, "challenger-1", 1000, 110)
+
+    first = rollout_analyze(rollout=running, act=False)
+    second = rollout_analyze(rollout=running, act=False)
+
+    state = second.sequential_state["conversion"]["challenger-1"]
+    assert state["looks"] == 2
+    assert first.sequential_state["conversion"]["challenger-1"]["looks"] == 1
+
+
+def test_analyze_api__runs_judge_and_get_returns_latest(pm_api, viewer_api, running):
+    populate(running, "baseline", 500, 50)
+    populate(running, "challenger-1", 500, 50)
+
+    missing = viewer_api.get(f"/api/v1/rollouts/{running.pk}/analysis")
+    posted = pm_api.post(f"/api/v1/rollouts/{running.pk}/analyze")
+    latest = viewer_api.get(f"/api/v1/rollouts/{running.pk}/analysis")
+    forbidden = viewer_api.post(f"/api/v1/rollouts/{running.pk}/analyze")
+
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "no_analysis"
+    assert posted.status_code == 200
+    body = posted.json()
+    assert set(body) >= {"computed_at", "srm_p_value", "decision", "arms"}
+    assert body["arms"][1]["metrics"]["conversion"]["n"] == 500
+    assert latest.json() == body
+    assert forbidden.status_code == 403
+    assert Analysis.objects.count() == 1
