@@ -114,9 +114,8 @@ def _rollout(flow: Flow, challenger_id: str) -> str:
     from rollout import services as rollout_services
     from rollout.models import Rollout
 
-    existing = Rollout.objects.filter(flow=flow).order_by("-created_at").first()
-    if existing is not None:
-        return str(existing.pk)
+    if Rollout.objects.filter(flow=flow).exists():
+        return str(Rollout.objects.filter(flow=flow).order_by("-created_at").first().pk)
     rollout = rollout_services.rollout_create(
         flow=flow,
         challengers=[{"model_id": challenger_id, "name": "challenger-1"}],

@@ -10,6 +10,7 @@ PERIODIC_TASKS = {
     "Flush buffered exposures": ("rollout.tasks.exposure_buffer_flush", 10, 60),
     "Judge running rollouts": ("experiments.tasks.judge_all", 300, 450),
     "Attribute outcome events": ("experiments.tasks.events_attribute_task", 30, 60),
+    "Redeliver pending alerts": ("experiments.tasks.alerts_redeliver", 900, 1200),
 }
 
 

@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.errors import NotFound
-from rollout.roles import EDITORS
+from rollout.roles import ACTION_ROLES
 from rollout.selectors import rollout_get
 
 from .judge import rollout_analyze
@@ -13,7 +13,8 @@ from .selectors import analysis_latest
 
 
 class RolloutAnalyzeApi(APIView):
-    write_roles = EDITORS
+    # The judge may advance a rollout, so running it takes the right to advance.
+    write_roles = ACTION_ROLES["advance"]
 
     @extend_schema(request=None, responses={200: dict})
     def post(self, request, rollout_id):

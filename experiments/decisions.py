@@ -3,8 +3,10 @@ What the judge decides from an analysis (no Django): one of CONTRACT.md's decisi
 
 Order of precedence, most urgent first:
 1. `rollback`: a challenger is significantly worse (its always-valid interval lies wholly on
-   the harmful side of the margin) on the primary metric or any guardrail. Harm is acted on
-   even while a sample-ratio mismatch stands: stopping is always safe.
+   the harmful side of the margin) on the primary metric or any guardrail, or its rate is
+   worse beyond doubt where the regular tests cannot look yet (e.g. a model failing on every
+   device; `stats.clearly_worse_rate`). Harm is acted on even while a sample-ratio mismatch
+   stands: stopping is always safe.
 2. `srm_alert`: exposed counts do not match the configured shares (overall or in an SDK
    version slice): the data cannot be trusted, so nothing is promoted or advanced.
 3. `insufficient_data`: a challenger's primary comparison lacks the minimum data.
@@ -54,23 +56,28 @@ def decide(
     primary: str,
     srm_findings: Sequence[SrmFinding],
     stage: StageInfo,
+    extreme_harm: Sequence[tuple[str, str, str]] = (),
 ) -> Verdict:
-    """Decide from per-metric, per-challenger comparisons (metric -> arm -> Comparison)."""
+    """Decide from per-metric, per-challenger comparisons (metric -> arm -> Comparison).
+
+    `extreme_harm` lists (arm, metric, sentence) found by the extreme-rate check.
+    """
     harm = [
         (arm, metric, comparison)
         for metric, by_arm in comparisons.items()
         for arm, comparison in by_arm.items()
         if comparison.significant and comparison.direction == "worse"
     ]
-    if harm:
+    if harm or extreme_harm:
         return Verdict(
             ROLLBACK,
             reasons=tuple(
                 f"{arm} is significantly worse on {metric}: difference {c.diff:+.4g}, "
                 f"always-valid interval [{c.sequential_ci[0]:+.4g}, {c.sequential_ci[1]:+.4g}]"
                 for arm, metric, c in harm
-            ),
-            harmful_arms=tuple(sorted({arm for arm, _, _ in harm})),
+            )
+            + tuple(sentence for _, _, sentence in extreme_harm),
+            harmful_arms=tuple(sorted({arm for arm, _, _ in (*harm, *extreme_harm)})),
         )
     if srm_findings:
         return Verdict(

@@ -5,6 +5,7 @@ import logging
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import LockError
 
 from controlplane.actors import SYSTEM
 from controlplane.errors import Conflict
@@ -84,6 +85,32 @@ def _srm(rollout: Rollout, arms) -> tuple[float | None, list[stats.SrmFinding], 
     return stats.srm_p_value(total, share_list), findings, inputs
 
 
+def _extreme_harm(specs, counts, arms, min_devices: int) -> list[tuple[str, str, str]]:
+    """Rates worse beyond doubt where the comparison lacks successes or failures to test."""
+    found = []
+    for spec in specs:
+        if spec.kind != "proportion":
+            continue
+        baseline = _arm_stats(spec.name, spec.kind, counts[BASELINE])
+        for arm in arms:
+            challenger = _arm_stats(spec.name, spec.kind, counts[arm.name])
+            if min(baseline.n, challenger.n) < min_devices:
+                continue
+            if stats.clearly_worse_rate(
+                baseline, challenger, higher_is_better=spec.higher_is_better, margin=spec.margin
+            ):
+                found.append(
+                    (
+                        arm.name,
+                        spec.name,
+                        f"{arm.name} is clearly worse on {spec.name}: {challenger.mean:.2%} of "
+                        f"{challenger.n} devices against {baseline.mean:.2%} of {baseline.n} "
+                        "(99.9 % Wilson intervals apart)",
+                    )
+                )
+    return found
+
+
 def _power(baseline_rate: float | None, smallest_arm: int) -> dict:
     lift = settings.EXPERIMENT_MIN_DETECTABLE_LIFT
     if baseline_rate is None or not 0 < baseline_rate < 1 or baseline_rate * (1 + lift) >= 1:
@@ -105,14 +132,18 @@ def rollout_analyze(*, rollout: Rollout, act: bool = True) -> Analysis:
     analysis is complete up to its watermark.
     """
     watermark = timezone.now()
-    ledger_catch_up()
+    notes = []
+    try:
+        ledger_catch_up()
+    except LockError:
+        # Another flusher holds the buffer: what it moves is counted at the next look.
+        notes.append("exposure buffer busy: exposures noted in the last seconds may be missing")
     rollout = (
         Rollout.objects.select_related("flow", "flow__app")
         .prefetch_related("arms")
         .get(pk=rollout.pk)
     )
     arms = list(rollout.arms.all())
-    notes = []
     try:
         guardrails = guardrails_parse(rollout.guardrails)
     except InvalidGuardrail as error:
@@ -141,6 +172,7 @@ def rollout_analyze(*, rollout: Rollout, act: bool = True) -> Analysis:
             min_devices=rollout.min_devices_per_arm,
             previous=previous.get(spec.name),
         )
+    extreme_harm = _extreme_harm(specs, counts, arms, rollout.min_devices_per_arm)
     srm_p, srm_findings, srm_inputs = _srm(rollout, arms)
     now = timezone.now()
     stage = decisions.StageInfo(
@@ -154,7 +186,13 @@ def rollout_analyze(*, rollout: Rollout, act: bool = True) -> Analysis:
         exposed={name: c["n"] for name, c in counts.items() if c["n"]},
         final_stage={a.name: a.stage_index == len(a.stages) - 1 for a in arms},
     )
-    verdict = decisions.decide(comparisons, primary=PRIMARY, srm_findings=srm_findings, stage=stage)
+    verdict = decisions.decide(
+        comparisons,
+        primary=PRIMARY,
+        srm_findings=srm_findings,
+        stage=stage,
+        extreme_harm=extreme_harm,
+    )
     body = _body(
         rollout,
         arms,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 DEFAULT_ALPHA = 0.05
 #: The sequential test's tuning parameter S: the total number of devices (both arms) at
@@ -856,3 +856,38 @@ def _srm_inputs(
     if not np.all(np.isfinite(shares)) or np.any(shares < 0) or shares.sum() <= 0:
         raise ValueError("expected_shares must be finite, >= 0 and not all 0")
     return observed, shares / shares.sum()
+
+
+# ------------------------------------------------------------------ extreme rates
+
+EXTREME_RATE_CONFIDENCE = 0.999
+
+
+def clearly_worse_rate(
+    baseline: ArmStats,
+    challenger: ArmStats,
+    *,
+    higher_is_better: bool,
+    margin: float = 0.0,
+    confidence: float = EXTREME_RATE_CONFIDENCE,
+) -> bool:
+    """Whether a challenger's rate is worse beyond doubt where the regular tests cannot look.
+
+    The comparison above needs successes and failures in every arm, so a model that fails on
+    every device against a baseline that never fails stays "insufficient" for ever. For such
+    extreme rates, compare Wilson score intervals at ``confidence`` (99.9 % by default, which
+    keeps repeated looks honest): worse when the intervals are apart by more than ``margin``
+    on the harmful side. Wilson intervals are well defined at 0 and at n, unlike the normal
+    approximation. Both arms need at least 2 devices.
+    """
+    if baseline.n < 2 or challenger.n < 2:
+        return False
+    base = stats.binomtest(round(baseline.total), baseline.n).proportion_ci(
+        confidence_level=confidence, method="wilson"
+    )
+    chal = stats.binomtest(round(challenger.total), challenger.n).proportion_ci(
+        confidence_level=confidence, method="wilson"
+    )
+    if higher_is_better:
+        return chal.high < base.low - margin
+    return chal.low > base.high + margin

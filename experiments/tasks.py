@@ -61,3 +61,17 @@ def alert_deliver(self, delivery_id: int):
         attempt = attempts.first() or 1
         raise self.retry(countdown=min(ALERT_RETRY_BASE_SECONDS * 2 ** (attempt - 1), 3600))
     return status
+
+
+@shared_task(acks_late=True, ignore_result=True, time_limit=120)
+def alerts_redeliver():
+    """Queue again every delivery still pending, in case its task was lost with a broker.
+
+    An attempt locks its row and skips a sent one, so a duplicate queue entry sends nothing twice.
+    """
+    from .models import AlertDelivery, DeliveryStatus
+
+    for delivery_id in AlertDelivery.objects.filter(status=DeliveryStatus.PENDING).values_list(
+        "pk", flat=True
+    ):
+        alert_deliver.delay(delivery_id)

@@ -127,7 +127,10 @@ class SdkKeyAdmin(admin.ModelAdmin):
 class FlowAdminForm(forms.ModelForm):
     class Meta:
         model = Flow
-        fields = ("app", "name", "flow_id", "positive_label", "interface", "signals")
+        fields = (
+            "app", "name", "flow_id", "positive_label", "attribution_window_hours",
+            "interface", "signals",
+        )  # fmt: skip
 
     def clean_interface(self):
         interface = self.cleaned_data.get("interface")
@@ -155,10 +158,13 @@ class FlowAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ("app", "name", "flow_id", "positive_label", "interface", "signals")
+            return (
+                "app", "name", "flow_id", "positive_label", "attribution_window_hours",
+                "interface", "signals",
+            )  # fmt: skip
         return (
-            "id", "app", "name", "flow_id", "positive_label", "baseline_link",
-            "interface_table", "interface", "signals", "created_at",
+            "id", "app", "name", "flow_id", "positive_label", "attribution_window_hours",
+            "baseline_link", "interface_table", "interface", "signals", "created_at",
         )  # fmt: skip
 
     def get_readonly_fields(self, request, obj=None):
@@ -189,6 +195,7 @@ class FlowAdmin(admin.ModelAdmin):
                 positive_label=obj.positive_label,
                 interface=obj.interface,
                 signals=obj.signals,
+                attribution_window_hours=obj.attribution_window_hours,
             )
             return
         created = services.flow_create(
@@ -198,6 +205,7 @@ class FlowAdmin(admin.ModelAdmin):
             positive_label=obj.positive_label,
             interface=obj.interface,
             signals=obj.signals,
+            attribution_window_hours=obj.attribution_window_hours,
         )
         obj.pk = created.pk
         obj._state.adding = False

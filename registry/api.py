@@ -94,6 +94,7 @@ class FlowOutputSerializer(serializers.Serializer):
     positive_label = serializers.CharField()
     interface = serializers.JSONField()
     signals = serializers.JSONField()
+    attribution_window_hours = serializers.IntegerField()
     baseline_model_id = serializers.UUIDField(source="baseline_id", allow_null=True)
     created_at = serializers.DateTimeField()
 
@@ -109,6 +110,9 @@ class AppFlowListCreateApi(APIView):
         )
         interface = serializers.JSONField(required=False, allow_null=True, default=None)
         signals = serializers.JSONField(required=False, allow_null=True, default=None)
+        attribution_window_hours = serializers.IntegerField(
+            required=False, default=72, min_value=1, max_value=24 * 90
+        )
 
     @extend_schema(responses=FlowOutputSerializer(many=True))
     def get(self, request, app_id):

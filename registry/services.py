@@ -89,6 +89,7 @@ def flow_create(
     positive_label: str = "",
     interface: dict | None = None,
     signals: dict | None = None,
+    attribution_window_hours: int = 72,
 ) -> Flow:
     try:
         interface = interface_validate(interface) if interface is not None else None
@@ -102,6 +103,7 @@ def flow_create(
         positive_label=positive_label or "",
         interface=interface,
         signals=signals,
+        attribution_window_hours=attribution_window_hours,
     )
     _full_clean(flow, exclude=["baseline"])
     if Flow.objects.filter(app=app, name=name).exists():
@@ -127,6 +129,7 @@ def flow_update(
     positive_label: str | None = None,
     interface: dict | None = None,
     signals: dict | None = None,
+    attribution_window_hours: int | None = None,
 ) -> Flow:
     """Change what a flow declares; existing model versions keep the checks they passed."""
     try:
@@ -138,7 +141,11 @@ def flow_update(
         raise InvalidInput(str(error), code="invalid_interface") from None
     if positive_label is not None:
         flow.positive_label = positive_label
-    flow.save(update_fields=["interface", "signals", "positive_label"])
+    if attribution_window_hours is not None:
+        if attribution_window_hours < 1:
+            raise InvalidInput("attribution_window_hours must be at least 1.")
+        flow.attribution_window_hours = attribution_window_hours
+    flow.save(update_fields=["interface", "signals", "positive_label", "attribution_window_hours"])
     return flow
 
 

@@ -11,6 +11,7 @@ from registry import selectors as registry_selectors
 
 from . import selectors, services
 from .allocation import DEFAULT_STAGES
+from .models import RolloutState
 from .roles import ACTION_ROLES
 
 
@@ -99,7 +100,7 @@ class RolloutListCreateApi(APIView):
 
     class FilterSerializer(serializers.Serializer):
         flow = serializers.UUIDField(required=False)
-        state = serializers.CharField(required=False)
+        state = serializers.ChoiceField(choices=RolloutState.choices, required=False)
 
     @extend_schema(parameters=[FilterSerializer], responses=RolloutOutputSerializer(many=True))
     def get(self, request):

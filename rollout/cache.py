@@ -7,6 +7,7 @@ version is read before the snapshot, so a change committed during a rebuild bump
 again and is picked up on the next check.
 """
 
+import logging
 import threading
 import time
 
@@ -17,6 +18,8 @@ from controlplane.secrets import secret_digest
 from registry.models import SdkKey
 
 from .documents import AppDoc, app_doc_build
+
+logger = logging.getLogger(__name__)
 
 
 class AssignmentCache:
@@ -39,7 +42,12 @@ class AssignmentCache:
         with self._lock:
             if now - self._checked_at < settings.ROLLOUT_CONFIG_CHECK_SECONDS:
                 return
-            version = config_version_read()
+            try:
+                version = config_version_read()
+            except Exception:
+                logger.warning("assignments.version_check_failed; serving the cached snapshot")
+                self._checked_at = now
+                return
             if version != self._version:
                 self._version, self._keys, self._apps = version, None, {}
             self._checked_at = now

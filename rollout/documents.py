@@ -1,6 +1,6 @@
 """Build the snapshot of an app that the poll endpoint answers from (a few queries, then cached)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -21,6 +21,8 @@ class AppDoc:
     flows: dict[str, FlowDoc]
     has_active_rollout: bool
     last_rollback_at: datetime | None
+    # Encoded answers of this snapshot, by their content (see rollout.sdk_api._encoded).
+    encoded_answers: dict = field(default_factory=dict, compare=False, repr=False)
 
     def poll_after_s(self, now: datetime) -> int:
         """Poll sooner while a rollout runs, and soonest right after a rollback."""

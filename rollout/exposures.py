@@ -87,6 +87,8 @@ def _note(kind: str, row: dict) -> None:
 
 
 def exposure_note(*, rollout_id: str, device_id: str, arm: str, bucket: int, sdk_version: str):
+    if remembered.seen(EXPOSE, rollout_id, device_id, arm):
+        return  # the steady state: nothing to build, nothing to write
     _note(
         EXPOSE,
         {

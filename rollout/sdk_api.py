@@ -9,10 +9,12 @@ import hashlib
 import json
 import re
 import uuid
+from functools import wraps
+from urllib.parse import parse_qsl
 
 from django.http import HttpResponse, HttpResponseNotModified, JsonResponse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 
 from controlplane.exceptions import error_body
 from registry.sdk_versions import InvalidSdkVersion, parse_sdk_version
@@ -41,8 +43,21 @@ class SdkRequestError(Exception):
         return response
 
 
+def query_params(request) -> dict[str, str]:
+    """The query string as a plain dict (last value wins, like QueryDict.get), parsed once.
+
+    Cheaper than building Django's QueryDict on the hottest path; every value the SDK
+    endpoints accept is ASCII, so the answers are the same.
+    """
+    params = getattr(request, "_sdk_query", None)
+    if params is None:
+        params = dict(parse_qsl(request.META.get("QUERY_STRING", ""), keep_blank_values=True))
+        request._sdk_query = params
+    return params
+
+
 def sdk_key_from(request) -> str:
-    header = request.headers.get("Authorization", "")
+    header = request.META.get("HTTP_AUTHORIZATION", "")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -50,7 +65,7 @@ def sdk_key_from(request) -> str:
                 401, "authentication_failed", "The Authorization header must be 'Bearer <sdk key>'."
             )
         return value.strip()
-    key = request.GET.get("key", "")
+    key = query_params(request).get("key", "")
     if not key:
         raise SdkRequestError(
             401,
@@ -98,8 +113,18 @@ def _current_models(text: str) -> frozenset[str]:
         ) from None
 
 
+_base_urls: dict[tuple[str, str], str] = {}
+
+
 def base_url_of(request) -> str:
-    return f"{request.scheme}://{request.get_host()}/"
+    """Scheme and host of the request, validated by `get_host` once per distinct pair."""
+    key = (request.scheme, request.META.get("HTTP_HOST", ""))
+    base = _base_urls.get(key)
+    if base is None:
+        if len(_base_urls) > 256:
+            _base_urls.clear()
+        base = _base_urls[key] = f"{request.scheme}://{request.get_host()}/"
+    return base
 
 
 def _entry(assignment: Assignment, base_url: str) -> dict:
@@ -138,14 +163,45 @@ def _record(assignment: Assignment, device_id: str, sdk_text: str, current: froz
             bucket=assignment.bucket,
             sdk_version=sdk_text,
         )
-    if not current or assignment.model is None or assignment.model.model_id not in current:
+    if not current:
         return
     for rolled_back in assignment.flow.rolled_back:
+        bad = {arm.model.model_id for arm in rolled_back.arms}
+        if current & bad:
+            continue  # still runs a rolled-back model
+        runs_baseline = assignment.model is None or assignment.model.model_id in current
+        if rolled_back.baseline is not None and rolled_back.baseline.model_id in current:
+            runs_baseline = True
+        if not runs_baseline:
+            continue  # the ids it sent say nothing about this flow
         arm = arm_for_bucket(
             bucket_of(rolled_back.salt, device_id), [a.allocation for a in rolled_back.arms]
         )
         if arm is not None:
             baseline_confirmation_note(rollout_id=rolled_back.id, device_id=device_id)
+
+
+def _assignments(
+    doc: AppDoc,
+    *,
+    device_id: str,
+    sdk: tuple[int, int, int],
+    sdk_text: str,
+    flow_name: str | None,
+    current: frozenset[str],
+) -> list[Assignment]:
+    if flow_name is not None:
+        if flow_name not in doc.flows:
+            raise SdkRequestError(404, "flow_not_found", f"This app has no flow '{flow_name}'.")
+        flows = [doc.flows[flow_name]]
+    else:
+        flows = list(doc.flows.values())
+    assignments = []
+    for flow in flows:
+        assignment = assign(flow, device_id, sdk)
+        _record(assignment, device_id, sdk_text, current)
+        assignments.append(assignment)
+    return assignments
 
 
 def device_assignments(
@@ -159,24 +215,34 @@ def device_assignments(
     current: frozenset[str] = frozenset(),
 ) -> dict:
     """Return the assignments body for one device, noting exposures on the way."""
-    if flow_name is not None:
-        if flow_name not in doc.flows:
-            raise SdkRequestError(404, "flow_not_found", f"This app has no flow '{flow_name}'.")
-        flows = [doc.flows[flow_name]]
-    else:
-        flows = list(doc.flows.values())
-    models = []
-    for flow in flows:
-        assignment = assign(flow, device_id, sdk)
-        _record(assignment, device_id, sdk_text, current)
-        models.append(_entry(assignment, base_url))
-    return {"poll_after_s": doc.poll_after_s(timezone.now()), "models": models}
+    assignments = _assignments(
+        doc, device_id=device_id, sdk=sdk, sdk_text=sdk_text, flow_name=flow_name, current=current
+    )
+    return {
+        "poll_after_s": doc.poll_after_s(timezone.now()),
+        "models": [_entry(assignment, base_url) for assignment in assignments],
+    }
 
 
-def _json_with_etag(request, body) -> HttpResponse:
-    payload = json.dumps(body, separators=(",", ":")).encode()
-    etag = '"' + hashlib.blake2b(payload, digest_size=16).hexdigest() + '"'
-    if etag in request.headers.get("If-None-Match", ""):
+def _encoded(doc: AppDoc, key: tuple, build) -> tuple[bytes, str]:
+    """The JSON bytes and ETag of an answer, built once per distinct answer of a snapshot.
+
+    A snapshot has only a handful of distinct answers (one per arm combination), so most
+    polls reuse bytes encoded before instead of encoding and hashing them again.
+    """
+    memo = doc.encoded_answers
+    found = memo.get(key)
+    if found is None:
+        payload = json.dumps(build(), separators=(",", ":")).encode()
+        found = (payload, '"' + hashlib.blake2b(payload, digest_size=16).hexdigest() + '"')
+        if len(memo) > 4096:
+            memo.clear()
+        memo[key] = found
+    return found
+
+
+def _answer(request, payload: bytes, etag: str) -> HttpResponse:
+    if etag in request.META.get("HTTP_IF_NONE_MATCH", ""):
         response = HttpResponseNotModified()
     else:
         response = HttpResponse(payload, content_type="application/json")
@@ -185,40 +251,70 @@ def _json_with_etag(request, body) -> HttpResponse:
     return response
 
 
-@require_GET
-def sdk_assignments(request):
+def _poll(request, *, flow_name: str | None, single: bool) -> HttpResponse:
     try:
         doc = app_doc_for(request)
-        device_id, sdk, sdk_text = device_from(request.GET)
-        body = device_assignments(
+        params = query_params(request)
+        device_id, sdk, sdk_text = device_from(params)
+        assignments = _assignments(
             doc,
             device_id=device_id,
             sdk=sdk,
             sdk_text=sdk_text,
-            base_url=base_url_of(request),
-            flow_name=request.GET.get("flow") or None,
-            current=_current_models(request.GET.get("current", "")),
+            flow_name=flow_name,
+            current=_current_models(params.get("current", "")),
         )
     except SdkRequestError as error:
         return error.response()
-    return _json_with_etag(request, body)
+    base_url = base_url_of(request)
+    poll_after = doc.poll_after_s(timezone.now())
+    key = (
+        single,
+        base_url,
+        poll_after,
+        tuple(
+            (a.flow.name, a.model.model_id if a.model else None, a.rollout_id, a.arm)
+            for a in assignments
+        ),
+    )
+
+    def build():
+        entries = [_entry(assignment, base_url) for assignment in assignments]
+        return entries[0] if single else {"poll_after_s": poll_after, "models": entries}
+
+    return _answer(request, *_encoded(doc, key, build))
 
 
-@require_GET
+def sdk_method(method: str):
+    """Allow one HTTP method (GET also allows HEAD); others get the contract's JSON 405.
+
+    CSRF does not apply: SDK requests carry a key, never a browser session cookie.
+    """
+
+    def decorator(view):
+        @csrf_exempt
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if request.method != method and not (method == "GET" and request.method == "HEAD"):
+                response = JsonResponse(
+                    error_body("method_not_allowed", f"Use {method} for this endpoint."),
+                    status=405,
+                )
+                response["Allow"] = method
+                return response
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+@sdk_method("GET")
+def sdk_assignments(request):
+    return _poll(request, flow_name=query_params(request).get("flow") or None, single=False)
+
+
+@sdk_method("GET")
 def sdk_flow_latest(request, flow_name: str):
     """One flow's entry, for the simplest clients that read `url` from a fixed address."""
-    try:
-        doc = app_doc_for(request)
-        device_id, sdk, sdk_text = device_from(request.GET)
-        body = device_assignments(
-            doc,
-            device_id=device_id,
-            sdk=sdk,
-            sdk_text=sdk_text,
-            base_url=base_url_of(request),
-            flow_name=flow_name,
-            current=_current_models(request.GET.get("current", "")),
-        )
-    except SdkRequestError as error:
-        return error.response()
-    return _json_with_etag(request, body["models"][0])
+    return _poll(request, flow_name=flow_name, single=True)

@@ -20,6 +20,7 @@ from .allocation import (
     plan_segments,
     validate_stages,
 )
+from .exposures import exposure_buffer_flush
 from .guardrails import InvalidGuardrail, guardrails_parse
 from .hashing import new_salt
 from .models import ACTIVE_STATES, Exposure, Rollout, RolloutArm, RolloutEvent, RolloutState
@@ -353,6 +354,8 @@ def rollout_set_share(
                 code="invalid_share",
             )
         if share < target.share:
+            # Exposures still buffered in Redis must be in the ledger to be marked.
+            exposure_buffer_flush()
             Exposure.objects.filter(
                 rollout=locked,
                 bucket__gte=target.segment_start + share,
@@ -363,6 +366,8 @@ def rollout_set_share(
             (i for i, stage in enumerate(target.stages) if stage <= share), default=-1
         )
         target.save(update_fields=["share", "stage_index"])
+        # Devices exposed before the change were assigned under other shares.
+        locked.stage_started_at = now
 
     return _transition(
         rollout, action="set_share", verb="change the share of", actor=actor, reason=reason,

@@ -215,3 +215,13 @@ def test_analyze_api__runs_judge_and_get_returns_latest(pm_api, viewer_api, runn
     assert latest.json() == body
     assert forbidden.status_code == 403
     assert Analysis.objects.count() == 1
+
+
+def test_judge__challenger_failing_on_every_device__rolled_back(running):
+    populate(running, "baseline", 373, 40)
+    populate(running, "challenger-1", 130, 0, errors=130)
+
+    analysis = rollout_analyze(rollout=running, act=True)
+
+    assert analysis.decision == "rollback"
+    assert any("clearly worse on model_error" in reason for reason in analysis.body["reasons"])

@@ -334,3 +334,27 @@ def test_poll__steady_state__no_database_query(sdk_setup, poll, django_assert_nu
         for _ in range(20):
             response = poll(sdk_setup["key"], "device-1", fresh=False)
             assert response.status_code == 200
+
+
+def test_poll__redis_unreachable__keeps_answering_from_snapshot(sdk_setup, poll, settings):
+    start_rollout(sdk_setup, stages=(50,))
+    first = poll(sdk_setup["key"], "device-1")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    settings.ROLLOUT_CONFIG_CHECK_SECONDS = 0
+
+    again = poll(sdk_setup["key"], "device-1", fresh=False)
+    new_device = poll(sdk_setup["key"], "device-2", fresh=False)
+
+    assert again.status_code == 200
+    assert again.content == first.content
+    assert new_device.status_code == 200
+
+
+def test_poll__post_from_a_browser_without_csrf_token__json_405():
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/api/v1/sdk/assignments")
+
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert response["Allow"] == "GET"

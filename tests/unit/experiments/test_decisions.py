@@ -188,3 +188,17 @@ def test_decide__paused__never_advances():
     )
 
     assert verdict.decision == CONTINUE
+
+
+def test_decide__extreme_harm_without_testable_comparison__rollback():
+    verdict = decide(
+        {"conversion": {"challenger-1": NEUTRAL}, "model_error": {"challenger-1": LACKING}},
+        primary="conversion",
+        srm_findings=[],
+        stage=stage(),
+        extreme_harm=[("challenger-1", "model_error", "challenger-1 is clearly worse")],
+    )
+
+    assert verdict.decision == ROLLBACK
+    assert verdict.harmful_arms == ("challenger-1",)
+    assert verdict.reasons == ("challenger-1 is clearly worse",)

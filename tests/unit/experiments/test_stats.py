@@ -855,3 +855,38 @@ def test_compare_arms__random_proportion_arms__outputs_finite_ordered_and_nested
     result = compare_arms(baseline, {f"c{i}": c for i, c in enumerate(challengers)}, CONVERSION)
     for comparison in result.values():
         _check_comparison(comparison, len(challengers))
+
+
+def test_clearly_worse_rate__model_failing_everywhere_vs_never__worse():
+    from experiments.stats import clearly_worse_rate
+
+    assert clearly_worse_rate(
+        ArmStats.proportion(373, 0), ArmStats.proportion(130, 130), higher_is_better=False
+    )
+
+
+def test_clearly_worse_rate__few_failures__not_beyond_doubt():
+    from experiments.stats import clearly_worse_rate
+
+    assert not clearly_worse_rate(
+        ArmStats.proportion(373, 0), ArmStats.proportion(130, 3), higher_is_better=False
+    )
+
+
+def test_clearly_worse_rate__within_margin__not_worse():
+    from experiments.stats import clearly_worse_rate
+
+    assert not clearly_worse_rate(
+        ArmStats.proportion(1000, 0),
+        ArmStats.proportion(1000, 30),
+        higher_is_better=False,
+        margin=0.05,
+    )
+
+
+def test_clearly_worse_rate__higher_is_better_and_nobody_converts__worse():
+    from experiments.stats import clearly_worse_rate
+
+    assert clearly_worse_rate(
+        ArmStats.proportion(500, 250), ArmStats.proportion(500, 0), higher_is_better=True
+    )
