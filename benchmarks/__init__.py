@@ -1,0 +1,1 @@
+"""Benchmarks of Cohort's hot paths (see README.md in this folder)."""
