@@ -36,7 +36,7 @@ MAX_SIGNAL_NAME_CHARS = 100
 MAX_SIGNAL_TEXT_CHARS = 200
 MAX_FUTURE = timedelta(days=1)
 MAX_AGE = timedelta(days=90)
-# Rows per INSERT: 14 parameters each, far under the limits of PostgreSQL and SQLite.
+# Rows per INSERT: SQLite binds 14 parameters per row (its limit is 32 766); PostgreSQL one.
 WRITE_CHUNK = 1000
 
 _COLUMNS = (
@@ -322,18 +322,57 @@ def nothing_to_attribute(flow: FlowDoc, sdk: SdkVersion) -> bool:
     return flow.rollout is None or not flow.rollout.runs_on(sdk)
 
 
-# Columns that differ from event to event; the others repeat down a batch and are prepared once.
+# Columns that differ from event to event; the others usually repeat down a batch.
 _PER_EVENT = frozenset({"event_id", "model_id", "outcome", "value", "occurred_at", "signals"})
 
 
-def _columns_of(rows: list[dict], prepare) -> list[list]:
-    """The rows' values column by column, each through `prepare(name, value)`; a value that
-    repeats down a column (the app, the flow, the device, the received time...) only once.
+def _uuid_text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+def _time_text(value) -> str:
+    if value.utcoffset() is None:
+        raise ValueError("outcome event times must be aware datetimes")
+    return value.isoformat()
+
+
+def _same(value):
+    return value
+
+
+def _json_form(name: str, value):
+    """A value in the JSON form PostgreSQL's input function for its column type reads."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return _time_text(value)
+    return value
+
+
+# Per-event columns' JSON forms, by the types validation gives them.
+_PER_EVENT_JSON = {
+    "event_id": _uuid_text,
+    "model_id": _uuid_text,
+    "outcome": _same,
+    "value": _same,
+    "occurred_at": _time_text,
+    "signals": _same,
+}
+
+
+def _columns_of(rows: list[dict], prepare, per_event=None) -> dict[str, list]:
+    """The rows' values by column, each through `prepare(name, value)` (per-event columns
+    through `per_event[name](value)` when given). A column's repeated values are prepared
+    once, and a column holding one value in every row is returned as that single value's list.
     """
-    columns = []
+    columns = {}
     for name in _COLUMNS:
         if name in _PER_EVENT:
-            columns.append([prepare(name, row[name]) for row in rows])
+            convert = (per_event or {}).get(name)
+            if convert is not None:
+                columns[name] = [convert(row[name]) for row in rows]
+            else:
+                columns[name] = [prepare(name, row[name]) for row in rows]
             continue
         memo: dict = {}
         column = []
@@ -342,33 +381,68 @@ def _columns_of(rows: list[dict], prepare) -> list[list]:
             if value not in memo:
                 memo[value] = prepare(name, value)
             column.append(memo[value])
-        columns.append(column)
+        columns[name] = list(memo.values()) if len(memo) == 1 else column
     return columns
 
 
-def _jsonable(name: str, value):
-    """A validated value in the JSON form PostgreSQL's input function for its column reads."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        if value.utcoffset() is None:
-            raise ValueError(f"{name} must be an aware datetime")
-        return value.isoformat()
-    return value
+_CAST_TYPES: dict[str, dict[str, str]] = {}
+
+
+def _cast_types(db) -> dict[str, str]:
+    """Each column's SQL type as its field casts to it; the same for every connection of a
+    vendor, and computed once (it is not free)."""
+    casts = _CAST_TYPES.get(db.vendor)
+    if casts is None:
+        meta = OutcomeEvent._meta
+        casts = {name: meta.get_field(name).cast_db_type(db) for name in _COLUMNS}
+        _CAST_TYPES[db.vendor] = casts
+    return casts
+
+
+def _postgresql_insert(chunk: list[dict], fields: dict, db, target: str, conflict: str):
+    """The statement and its parameters: a column with one value for the whole chunk is one
+    parameter; the others travel as one JSON array of records that `jsonb_to_recordset`
+    turns into the columns' own types (each field's `cast_db_type`).
+
+    One short statement (the driver caches its parsing) instead of a VALUES list of 14
+    placeholders per row, which made psycopg parse and quote ~700 values in Python.
+    """
+    quote = db.ops.quote_name
+    casts = _cast_types(db)
+    columns = _columns_of(chunk, _json_form, _PER_EVENT_JSON)
+    varying = [name for name in _COLUMNS if name in _PER_EVENT or len(columns[name]) != 1]
+    selected, params = [], []
+    for name in _COLUMNS:
+        field = fields[name]
+        if name in varying:
+            selected.append(f"r.{quote(field.column)}")
+        else:
+            selected.append(f"%s::{casts[name]}")
+            value = columns[name][0]
+            params.append(value)
+    types = ", ".join(f"{quote(fields[name].column)} {casts[name]}" for name in varying)
+    names = [fields[name].column for name in varying]
+    records = [
+        dict(zip(names, values, strict=True))
+        for values in zip(*(columns[name] for name in varying), strict=True)
+    ]
+    params.append(json.dumps(records, separators=(",", ":")))
+    sql = (
+        f"{target} SELECT {', '.join(selected)} "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) {conflict}"
+    )
+    return sql, params
 
 
 def events_write(rows: list[dict]) -> int:
     """Insert outcome events, skipping ids the app already has; return how many were inserted.
 
     Each row maps `_COLUMNS` names to Python values. One `INSERT ... ON CONFLICT DO NOTHING
-    RETURNING` per `WRITE_CHUNK` rows.
-
-    On PostgreSQL the rows travel as one JSON parameter that `jsonb_to_recordset` turns into
-    the columns' own types (each field's `cast_db_type`): a short statement the driver caches,
-    where a VALUES list with 14 placeholders per row made psycopg parse and quote ~700
-    values in Python, and preparing each value with its field (`get_db_prep_save`) took a
-    third of the endpoint's CPU. Elsewhere (SQLite >= 3.35) it is a multi-row VALUES list of
-    values prepared by each field (`get_db_prep_save`: a missing JSON value is SQL NULL).
+    RETURNING` per `WRITE_CHUNK` rows: on PostgreSQL with the rows as one JSON parameter
+    (`_postgresql_insert`: preparing each value with its field's `get_db_prep_save` there
+    took a third of the endpoint's CPU, and the typing happens in the database anyway);
+    elsewhere (SQLite >= 3.35) as a multi-row VALUES list of values prepared by each field
+    (`get_db_prep_save`: a missing JSON value is SQL NULL).
     """
     if not rows:
         return 0
@@ -376,42 +450,32 @@ def events_write(rows: list[dict]) -> int:
     meta = OutcomeEvent._meta
     fields = {name: meta.get_field(name) for name in _COLUMNS}
     quote = db.ops.quote_name
-    table = quote(meta.db_table)
-    columns = ", ".join(quote(field.column) for field in fields.values())
+    target = (
+        f"INSERT INTO {quote(meta.db_table)} "
+        f"({', '.join(quote(field.column) for field in fields.values())})"
+    )
     conflict = (
         f"ON CONFLICT ({quote(fields['app'].column)}, {quote(fields['event_id'].column)}) "
         f"DO NOTHING RETURNING {quote(fields['event_id'].column)}"
     )
-    postgresql = db.vendor == "postgresql"
-    if postgresql:
-        types = ", ".join(
-            f"{quote(field.column)} {field.cast_db_type(db)}" for field in fields.values()
-        )
-        sql = (
-            f"INSERT INTO {table} ({columns}) SELECT {columns} "
-            f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) {conflict}"
-        )
-        names = [field.column for field in fields.values()]
     inserted = 0
     with db.cursor() as cursor:
         for start in range(0, len(rows), WRITE_CHUNK):
             chunk = rows[start : start + WRITE_CHUNK]
-            if postgresql:
-                prepared = _columns_of(chunk, _jsonable)
-                records = [
-                    dict(zip(names, row, strict=True)) for row in zip(*prepared, strict=True)
-                ]
-                params = [json.dumps(records, separators=(",", ":"))]
+            if db.vendor == "postgresql":
+                sql, params = _postgresql_insert(chunk, fields, db, target, conflict)
             else:
                 prepared = _columns_of(
                     chunk, lambda name, value: fields[name].get_db_prep_save(value, db)
                 )
-                row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-                sql = (
-                    f"INSERT INTO {table} ({columns}) VALUES "
-                    f"{', '.join([row_placeholder] * len(chunk))} {conflict}"
-                )
-                params = [value for row in zip(*prepared, strict=True) for value in row]
+                width = len(chunk)
+                table = [
+                    column if len(column) == width else column * width
+                    for column in prepared.values()
+                ]
+                placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+                sql = f"{target} VALUES {', '.join([placeholder] * width)} {conflict}"
+                params = [value for row in zip(*table, strict=True) for value in row]
             cursor.execute(sql, params)
             inserted += len(cursor.fetchall())
     return inserted
@@ -432,6 +496,7 @@ def events_ingest(
     ids = flow_ids.for_doc(doc) if validated.events else {}
     rows = []
     rejected = list(validated.rejected)
+    settled = {name: nothing_to_attribute(flow, sdk) for name, flow in doc.flows.items()}
     for event in validated.events:
         flow_pk = ids.get(event.flow.name)
         if flow_pk is None:  # renamed or deleted since the snapshot was built
@@ -452,7 +517,7 @@ def events_ingest(
                 "occurred_at": event.occurred_at,
                 "received_at": now,
                 "signals": event.signals,
-                "attributed": nothing_to_attribute(event.flow, sdk),
+                "attributed": settled[event.flow.name],
                 "rollout": None,
                 "arm": "",
             }

@@ -374,8 +374,13 @@ def _act(rollout: Rollout, verdict: decisions.Verdict, analysis: Analysis) -> st
             )
             return "advanced"
     except Conflict as error:
+        # Someone (a person, or a concurrent run of the judge) changed the rollout first.
         logger.info("judge.action_skipped rollout=%s reason=%s", rollout.pk, error.detail)
-        return f"skipped: {error.detail}"
+        analysis.body["notes"] = [
+            *analysis.body.get("notes", []),
+            f"action skipped: {error.detail}",
+        ]
+        return "skipped"
     if verdict.decision == decisions.SRM_ALERT:
         alert_raise(
             rollout=rollout,

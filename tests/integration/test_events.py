@@ -334,6 +334,22 @@ def test_events__running_rollout__left_for_attribution_and_exposure_noted(client
     assert Exposure.objects.get(device_id="IDFV-7").arm == entry["rollout"]["arm"]
 
 
+def test_events__two_flows_in_a_batch__each_stored_with_its_flow(client, sdk_setup):
+    other = registry_services.flow_create(app=sdk_setup["flow"].app, name="checkout", flow_id=2)
+    start_rollout(sdk_setup)
+    events = [an_event(), an_event(flow="checkout"), an_event(flow="checkout", value=None)]
+
+    response = post(client, sdk_setup["key"], events)
+
+    assert response.json()["accepted"] == 3
+    stored = {str(e.event_id): (e.flow_id, e.attributed) for e in OutcomeEvent.objects.all()}
+    assert stored == {
+        events[0]["id"]: (sdk_setup["flow"].pk, False),  # a rollout runs: left for attribution
+        events[1]["id"]: (other.pk, True),
+        events[2]["id"]: (other.pk, True),
+    }
+
+
 def test_events__sdk_too_old_for_rollout__stored_as_attributed(client, sdk_setup):
     start_rollout(sdk_setup)
 

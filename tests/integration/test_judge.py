@@ -1,52 +1,17 @@
 """The judge on real data in PostgreSQL: analysis, decisions, automatic actions, alerts once."""
 
-from datetime import timedelta
-
 import pytest
 from django.utils import timezone
 
 from experiments import stats
 from experiments.judge import rollout_analyze
-from experiments.models import Alert, AlertChannel, AlertDelivery, Analysis, DeviceOutcome
+from experiments.models import Alert, AlertChannel, AlertDelivery, Analysis
 from rollout import services
 from rollout.models import Exposure, RolloutState
 
+from .builders import populate
+
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def running(sdk_setup):
-    rollout = services.rollout_create(
-        flow=sdk_setup["flow"],
-        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50]}],
-        actor="test",
-        planned_sample=4000,
-    )
-    return services.rollout_start(rollout=rollout, actor="test")
-
-
-def populate(rollout, arm: str, devices: int, converted: int, errors: int = 0, start: int = 0):
-    """Exposed devices of one arm, the first `converted` of which purchased."""
-    now = rollout.stage_started_at + timedelta(seconds=1)
-    Exposure.objects.bulk_create(
-        Exposure(
-            rollout=rollout, device_id=f"{arm}-{i}", arm=arm, bucket=0, sdk_version="1.5.0",
-            first_exposed_at=now, arm_since=now,
-        )
-        for i in range(start, start + devices)
-    )  # fmt: skip
-    DeviceOutcome.objects.bulk_create(
-        DeviceOutcome(
-            rollout=rollout,
-            device_id=f"{arm}-{i}",
-            arm=arm,
-            events=1,
-            conversions=1 if i - start < converted else 0,
-            model_errors=1 if i - start < errors else 0,
-            outcome_counts={"Purchased": 1} if i - start < converted else {"Dismissed": 1},
-        )
-        for i in range(start, start + devices)
-    )
 
 
 def test_analysis__matches_stats_module_on_the_same_sufficient_statistics(running):
