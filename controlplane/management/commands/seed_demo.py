@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from controlplane.demo import demo_seed
+from rollout.models import Rollout
 
 
 class Command(BaseCommand):
@@ -25,6 +26,6 @@ class Command(BaseCommand):
         self.stdout.write(f"Management API token (admin): {credentials['api_token']}")
         self.stdout.write(f"Demo app {credentials['app_id']}, SDK key: {credentials['sdk_key']}")
         self.stdout.write(f"Flow onboarding_upsell: {credentials['flow_id']}")
-        self.stdout.write(
-            f"Rollout of the challenger (running at 5 %): {credentials['rollout_id']}"
-        )
+        rollout = Rollout.objects.prefetch_related("arms").get(pk=credentials["rollout_id"])
+        shares = ", ".join(f"{arm.name} at {arm.share / 100:g} %" for arm in rollout.arms.all())
+        self.stdout.write(f"Rollout {rollout.pk}: {rollout.get_state_display().lower()}, {shares}")
