@@ -5,6 +5,8 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
+from controlplane.admin_mixins import ReadOnlyAdmin
+
 from .models import Alert, AlertChannel, AlertDelivery, Analysis
 
 
@@ -23,17 +25,6 @@ class AlertDeliveryInline(admin.TabularInline):
     can_delete = False
 
     def has_add_permission(self, request, obj=None):
-        return False
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
         return False
 
 

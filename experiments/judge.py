@@ -68,11 +68,15 @@ def _previous_states(rollout: Rollout) -> dict:
     }
 
 
+def _shares(arms) -> dict[str, float]:
+    """The configured share of every arm, the baseline included."""
+    return expected_shares(
+        [ArmAllocation(a.name, Segment(a.segment_start, a.segment_end), a.share) for a in arms]
+    )
+
+
 def _srm(rollout: Rollout, arms) -> tuple[float | None, list[stats.SrmFinding], dict]:
-    allocations = [
-        ArmAllocation(a.name, Segment(a.segment_start, a.segment_end), a.share) for a in arms
-    ]
-    shares = expected_shares(allocations)
+    shares = _shares(arms)
     names = [BASELINE, *(a.name for a in arms)]
     share_list = [shares[name] for name in names]
     by_sdk = exposure_counts_for_srm(rollout=rollout)
@@ -262,10 +266,7 @@ def _body(
     now,
     notes,
 ) -> dict:
-    allocations = [
-        ArmAllocation(a.name, Segment(a.segment_start, a.segment_end), a.share) for a in arms
-    ]
-    shares = expected_shares(allocations)
+    shares = _shares(arms)
     metric_names = [PRIMARY, *(g.metric for g in guardrails)]
 
     def arm_entry(name, model_id):

@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from controlplane.actors import actor_for_user
+from controlplane.admin_mixins import ReadOnlyAdmin
 from controlplane.errors import DomainError
 from controlplane.roles import Role, user_has_role
 
@@ -430,17 +431,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(BaselineChange)
-class BaselineChangeAdmin(admin.ModelAdmin):
+class BaselineChangeAdmin(ReadOnlyAdmin):
     list_display = ("flow", "previous", "model_version", "actor", "reason", "changed_at")
     list_filter = ("flow__app", "flow")
     search_fields = ("actor", "reason", "flow__name")
     list_select_related = ("flow", "flow__app")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

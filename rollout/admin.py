@@ -12,6 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from controlplane.actors import actor_for_user
+from controlplane.admin_mixins import ReadOnlyAdmin
 from controlplane.errors import DomainError
 from controlplane.roles import user_has_role
 from registry.models import ModelVersion
@@ -332,17 +333,8 @@ class RolloutAdmin(admin.ModelAdmin):
 
 
 @admin.register(RolloutEvent)
-class RolloutEventAdmin(admin.ModelAdmin):
+class RolloutEventAdmin(ReadOnlyAdmin):
     list_display = ("at", "rollout", "action", "actor", "reason")
     list_filter = ("action", "rollout__flow")
     search_fields = ("actor", "reason", "rollout__id")
     list_select_related = ("rollout", "rollout__flow", "rollout__flow__app")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

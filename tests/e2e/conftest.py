@@ -1,24 +1,16 @@
 """Real processes for end-to-end tests: a gunicorn server and a Celery worker on the test database."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings
 from django.db import connection
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from .processes import ROOT, free_port, process_stop, worker_start
 
 
 @pytest.fixture
@@ -45,15 +37,6 @@ def process_env(transactional_db, media_root):
     }
 
 
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-
-
 @pytest.fixture
 def server(process_env, tmp_path):
     """A gunicorn server (2 workers) on a free port; yields its base URL."""
@@ -75,10 +58,10 @@ def server(process_env, tmp_path):
         except requests.RequestException:
             time.sleep(0.2)
     else:
-        _stop(process)
+        process_stop(process)
         pytest.fail("gunicorn did not answer within 60 s")
     yield url
-    _stop(process)
+    process_stop(process)
     connection.close()
 
 
@@ -87,20 +70,9 @@ def celery_worker(process_env, tmp_path):
     """A real Celery worker process on the Redis broker; tasks sent here run there."""
     from controlplane.celery import app
 
-    log_path = tmp_path / "worker.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo",
-         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=process_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    process = worker_start(process_env, tmp_path / "worker.log")
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = False
-    deadline = time.monotonic() + 90
-    while b"ready." not in log_path.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop(process)
-            pytest.fail(f"the Celery worker did not start: {log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
     yield process
     app.conf.task_always_eager = eager
-    _stop(process)
+    process_stop(process)

@@ -19,6 +19,8 @@ from rollout import services
 from rollout.allocation import BASELINE
 from rollout.models import RolloutState
 
+from .processes import process_stop, worker_start
+
 pytestmark = pytest.mark.e2e
 
 DEVICES = 5000
@@ -113,26 +115,12 @@ def rollout_running(sdk_setup, webhook_receiver):
 @pytest.fixture
 def beat_worker(process_env, tmp_path):
     """The worker with the beat scheduler embedded, as bin/run starts it."""
-    import subprocess
-    import sys
-
-    from .conftest import ROOT, _stop
-
     log_path = tmp_path / "worker.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--beat",
-         "--pool=solo", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-         "--without-heartbeat", f"--schedule={tmp_path / 'beat-schedule'}"],
-        cwd=ROOT, env=process_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 90
-    while b"ready." not in log_path.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop(process)
-            pytest.fail(f"the worker did not start: {log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
+    process = worker_start(
+        process_env, log_path, "--beat", f"--schedule={tmp_path / 'beat-schedule'}"
+    )
     yield log_path
-    _stop(process)
+    process_stop(process)
 
 
 def wait_until(condition, seconds: float, what: str, log_path=None):
