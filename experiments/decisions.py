@@ -37,6 +37,9 @@ class StageInfo:
     minutes_in_stage: float
     stage_min_minutes: float
     min_devices_per_arm: int
+    # Devices each arm needs before advancing: the power calculation's answer when there is
+    # a baseline rate to compute it from, never below min_devices_per_arm.
+    planned_devices_per_arm: int
     exposed: Mapping[str, int]  # comparable devices per arm, "baseline" included
     final_stage: Mapping[str, bool]  # per challenger: at the last stage of its plan
 
@@ -112,14 +115,14 @@ def decide(
             winning_arms=winners,
         )
     if stage.running and stage.auto_advance and not all(stage.final_stage.values()):
-        short = {arm: n for arm, n in stage.exposed.items() if n < stage.min_devices_per_arm}
+        short = {arm: n for arm, n in stage.exposed.items() if n < stage.planned_devices_per_arm}
         missing_arms = [arm for arm in ("baseline", *stage.final_stage) if arm not in stage.exposed]
         if stage.minutes_in_stage >= stage.stage_min_minutes and not short and not missing_arms:
             return Verdict(
                 ADVANCE,
                 reasons=(
                     f"stage ran {stage.minutes_in_stage:.0f} min (minimum "
-                    f"{stage.stage_min_minutes:.0f}) with at least {stage.min_devices_per_arm} "
+                    f"{stage.stage_min_minutes:.0f}) with at least {stage.planned_devices_per_arm} "
                     "devices per arm and no harm",
                 ),
             )

@@ -89,6 +89,20 @@ def _srm(rollout: Rollout, arms) -> tuple[float | None, list[stats.SrmFinding], 
     return stats.srm_p_value(total, share_list), findings, inputs
 
 
+def _planned_devices(rollout: Rollout, baseline_counts: dict) -> int:
+    """Devices per arm before advancing: enough to see `advance_detectable_lift` with power 0.8.
+
+    Without a baseline rate to size it on, the configured minimum alone applies (and the
+    primary comparison is insufficient anyway, which holds advancing back).
+    """
+    rate = _arm_stats(PRIMARY, "proportion", baseline_counts).mean
+    lift = -abs(rollout.advance_detectable_lift)  # the harm to be able to see: a drop
+    if rate is None or not 0 < rate < 1 or rate * (1 + lift) <= 0:
+        return rollout.min_devices_per_arm
+    needed = stats.devices_per_arm_for_lift(rate, lift, alpha=settings.EXPERIMENT_ALPHA)
+    return max(rollout.min_devices_per_arm, needed)
+
+
 def _extreme_harm(specs, counts, arms, min_devices: int) -> list[tuple[str, str, str]]:
     """Rates worse beyond doubt where the comparison lacks successes or failures to test."""
     found = []
@@ -187,6 +201,7 @@ def rollout_analyze(*, rollout: Rollout, act: bool = True) -> Analysis:
         else 0.0,
         stage_min_minutes=rollout.stage_min_minutes,
         min_devices_per_arm=rollout.min_devices_per_arm,
+        planned_devices_per_arm=_planned_devices(rollout, counts[BASELINE]),
         exposed={name: c["n"] for name, c in counts.items() if c["n"]},
         final_stage={a.name: a.stage_index == len(a.stages) - 1 for a in arms},
     )
@@ -303,7 +318,11 @@ def _body(
             arm_entry(BASELINE, rollout.baseline_id),
             *(arm_entry(a.name, a.model_version_id) for a in arms),
         ],
-        "power": _power(baseline_rate, smallest),
+        "power": {
+            **_power(baseline_rate, smallest),
+            "advance_detectable_lift": rollout.advance_detectable_lift,
+            "devices_per_arm_to_advance": _planned_devices(rollout, counts[BASELINE]),
+        },
         "thresholds": {
             "alpha": settings.EXPERIMENT_ALPHA,
             "planned_sample": rollout.planned_sample,

@@ -146,6 +146,7 @@ class RolloutAdmin(admin.ModelAdmin):
     readonly_fields = (
         "id", "flow", "state_badge", "baseline", "arms_table", "exposure_table",
         "rollback_progress", "auto_advance", "stage_min_minutes", "min_devices_per_arm",
+        "advance_detectable_lift",
         "planned_sample", "revision", "created_by", "created_at", "started_at",
         "stage_started_at", "ended_at",
     )  # fmt: skip

@@ -56,6 +56,7 @@ class RolloutOutputSerializer(serializers.Serializer):
     auto_advance = serializers.BooleanField()
     stage_min_minutes = serializers.IntegerField()
     min_devices_per_arm = serializers.IntegerField()
+    advance_detectable_lift = serializers.FloatField()
     planned_sample = serializers.IntegerField()
     guardrails = serializers.JSONField()
     created_by = serializers.CharField()
@@ -95,6 +96,9 @@ class RolloutListCreateApi(APIView):
         auto_advance = serializers.BooleanField(required=False, default=False)
         stage_min_minutes = serializers.IntegerField(required=False, default=60, min_value=0)
         min_devices_per_arm = serializers.IntegerField(required=False, default=100, min_value=1)
+        advance_detectable_lift = serializers.FloatField(
+            required=False, default=0.5, min_value=0.01, max_value=10
+        )
         planned_sample = serializers.IntegerField(required=False, default=5000, min_value=100)
         guardrails = serializers.ListField(required=False, default=list)
 

@@ -39,6 +39,11 @@ class Rollout(models.Model):
     auto_advance = models.BooleanField(default=False)
     stage_min_minutes = models.PositiveIntegerField(default=60)
     min_devices_per_arm = models.PositiveIntegerField(default=100)
+    advance_detectable_lift = models.FloatField(
+        default=0.5,
+        help_text="Automatic advancing waits until each arm has the devices to detect a relative "
+        "change this large in the primary metric (0.5 = a model that halves conversion).",
+    )
     planned_sample = models.PositiveIntegerField(
         default=5000, help_text="Total devices planned; tunes the sequential test."
     )

@@ -59,6 +59,7 @@ def rollout_create(
     auto_advance: bool = False,
     stage_min_minutes: int = 60,
     min_devices_per_arm: int = 100,
+    advance_detectable_lift: float = 0.5,
     planned_sample: int = 5000,
     guardrails: list | None = None,
 ) -> Rollout:
@@ -120,6 +121,7 @@ def rollout_create(
             auto_advance=auto_advance,
             stage_min_minutes=stage_min_minutes,
             min_devices_per_arm=min_devices_per_arm,
+            advance_detectable_lift=advance_detectable_lift,
             planned_sample=planned_sample,
             guardrails=guardrails or [],
             created_by=actor,

@@ -190,3 +190,23 @@ def test_judge__challenger_failing_on_every_device__rolled_back(running):
 
     assert analysis.decision == "rollback"
     assert any("clearly worse on model_error" in reason for reason in analysis.body["reasons"])
+
+
+def test_judge__auto_advance__waits_for_the_power_plan(sdk_setup):
+    rollout = services.rollout_create(
+        flow=sdk_setup["flow"],
+        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50, 100]}],
+        actor="test",
+        auto_advance=True,
+        stage_min_minutes=0,
+        advance_detectable_lift=0.2,
+    )
+    rollout = services.rollout_start(rollout=rollout, actor="test")
+    populate(rollout, "baseline", 1000, 100)
+    populate(rollout, "challenger-1", 1000, 100)
+
+    analysis = rollout_analyze(rollout=rollout, act=True)
+
+    # A 20 % drop from 10 % needs about 3 800 devices per arm at power 0.8.
+    assert analysis.decision == "continue"
+    assert rollout.arms.get().share == 5000

@@ -40,6 +40,7 @@ def stage(**overrides) -> StageInfo:
         "minutes_in_stage": 90,
         "stage_min_minutes": 60,
         "min_devices_per_arm": 100,
+        "planned_devices_per_arm": 100,
         "exposed": {"baseline": 900, "challenger-1": 150},
         "final_stage": {"challenger-1": False},
     }
@@ -202,3 +203,14 @@ def test_decide__extreme_harm_without_testable_comparison__rollback():
     assert verdict.decision == ROLLBACK
     assert verdict.harmful_arms == ("challenger-1",)
     assert verdict.reasons == ("challenger-1 is clearly worse",)
+
+
+def test_decide__fewer_devices_than_the_power_plan__continue():
+    verdict = decide(
+        {"conversion": {"challenger-1": NEUTRAL}},
+        primary="conversion",
+        srm_findings=[],
+        stage=stage(planned_devices_per_arm=434),
+    )
+
+    assert verdict.decision == CONTINUE
