@@ -24,8 +24,6 @@ selectors' queries. The database and the Redis data are removed at the end.
 
 import argparse
 import json
-import os
-import secrets
 import shutil
 import statistics
 import subprocess
@@ -40,7 +38,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Shared with the poll benchmark: the PostgreSQL server, its admin connection, the machine.
-from benchmarks.poll import FLOW, POSTGRES, machine, postgres_admin, run_checked  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    POSTGRES,
+    bench_env,
+    database_drop,
+    database_recreate,
+    redis_flush,
+)
+from benchmarks.poll import FLOW, machine, run_checked  # noqa: E402
 
 DATABASE = "cohort_bench_analysis"
 REDIS_URL = "redis://127.0.0.1:6379/7"
@@ -54,40 +59,6 @@ TABLES = ("rollout_exposure", "experiments_deviceoutcome")
 
 
 # --------------------------------------------------------------------------- set-up
-
-
-def bench_env(tmp: Path) -> dict:
-    python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {
-        **os.environ,
-        "PYTHONPATH": python_path,
-        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-        "DATABASE_URL": f"{POSTGRES}/{DATABASE}",
-        "REDIS_URL": REDIS_URL,
-        "CELERY_BROKER_URL": BROKER_URL,
-        "SECRET_KEY": "benchmark-only-" + secrets.token_urlsafe(40),
-        "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "COHORT_VAR_DIR": str(tmp / "var"),
-        "MEDIA_ROOT": str(tmp / "media"),
-    }
-
-
-def database_recreate() -> None:
-    with postgres_admin() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-
-
-def database_drop() -> None:
-    with postgres_admin() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-
-
-def redis_flush() -> None:
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 # --------------------------------------------------------------------------- in Django
@@ -336,10 +307,15 @@ def run_main(params: dict) -> None:
 
 def benchmark(args, tmp: Path) -> None:
     print(f"machine: {machine()}")
-    env = bench_env(tmp)
+    env = bench_env(
+        tmp,
+        database=DATABASE,
+        redis_url=REDIS_URL,
+        broker_url=BROKER_URL,
+    )
     print(f"==> database {DATABASE} (re)created, Redis {REDIS_URL} flushed, migrating")
-    database_recreate()
-    redis_flush()
+    database_recreate(DATABASE)
+    redis_flush(REDIS_URL)
     run_checked([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], env, "migrate")
     params = {
         "devices": args.devices,
@@ -377,8 +353,8 @@ def main() -> None:
     finally:
         print("==> cleaning up: database dropped, Redis database flushed, temporary files removed")
         try:
-            database_drop()
-            redis_flush()
+            database_drop(DATABASE)
+            redis_flush(REDIS_URL)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -31,7 +31,6 @@ import argparse
 import http.client
 import json
 import os
-import secrets
 import shutil
 import statistics
 import sys
@@ -48,13 +47,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 # Shared with the poll benchmark: machine description, seeding, gunicorn start/stop.
+from benchmarks.common import (  # noqa: E402
+    POSTGRES,
+    bench_env,
+    database_drop,
+    database_recreate,
+    postgres_admin,
+    redis_flush,
+)
 from benchmarks.poll import (  # noqa: E402
     FLOW,
-    POSTGRES,
     SDK_VERSION,
     free_port,
     machine,
-    postgres_admin,
     run_checked,
     seed_main,
     server_start,
@@ -73,43 +78,6 @@ COLUMNS = (
 
 
 # --------------------------------------------------------------------------- set-up
-
-
-def bench_env(tmp: Path) -> dict:
-    python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {
-        **os.environ,
-        "PYTHONPATH": python_path,
-        "DJANGO_SETTINGS_MODULE": "benchmarks.bench_settings",
-        "DATABASE_URL": f"{POSTGRES}/{DATABASE}",
-        "REDIS_URL": REDIS_URL,
-        "CELERY_BROKER_URL": REDIS_URL,  # nothing is queued: no worker runs
-        "SECRET_KEY": "benchmark-only-" + secrets.token_urlsafe(40),
-        "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "COHORT_VAR_DIR": str(tmp / "var"),
-        "MEDIA_ROOT": str(tmp / "media"),
-        # One database connection per worker for the whole run: its backend's CPU is counted.
-        "DB_CONN_MAX_AGE": "3600",
-    }
-
-
-def database_recreate() -> None:
-    with postgres_admin() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-
-
-def database_drop() -> None:
-    with postgres_admin() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-
-
-def redis_flush() -> None:
-    import redis
-
-    redis.Redis.from_url(REDIS_URL).flushdb()
 
 
 def bench_database():
@@ -495,10 +463,18 @@ def benchmark(args, tmp: Path) -> None:
         "PostgreSQL share its CPUs, so wall-clock figures compare the variants, not capacity; "
         "the CPU figures (writer + its PostgreSQL backends) hold up better under noise.\n"
     )
-    env = bench_env(tmp)
+    env = bench_env(
+        tmp,
+        database=DATABASE,
+        redis_url=REDIS_URL,
+        broker_url=REDIS_URL,
+        settings_module="benchmarks.bench_settings",
+        # One database connection per worker for the whole run: its backend's CPU is counted.
+        DB_CONN_MAX_AGE="3600",
+    )
     print(f"==> database {DATABASE} (re)created, Redis {REDIS_URL} flushed, migrating")
-    database_recreate()
-    redis_flush()
+    database_recreate(DATABASE)
+    redis_flush(REDIS_URL)
     run_checked([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], env, "migrate")
     if args.without_event_foreign_keys:
         print(f"==> what-if: the foreign keys of {TABLE} dropped (the model keeps them)")
@@ -574,8 +550,8 @@ def main() -> None:
     finally:
         print("==> cleaning up: database dropped, Redis database flushed, temporary files removed")
         try:
-            database_drop()
-            redis_flush()
+            database_drop(DATABASE)
+            redis_flush(REDIS_URL)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

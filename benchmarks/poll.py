@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -42,8 +41,17 @@ from pathlib import Path
 from random import Random
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make the project importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import (  # noqa: E402
+    bench_env,
+    database_drop,
+    database_recreate,
+    postgres_admin,
+)
+
 DATABASE = "cohort_bench"
-POSTGRES = "postgres://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379/12"
 BROKER_URL = "redis://127.0.0.1:6379/11"
 EXPOSURE_BUFFER_KEY = "cohort:exposure-buffer"  # rollout.exposures.BUFFER_KEY
@@ -238,41 +246,6 @@ def machine() -> str:
         f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
         f"load average {load_average()}"
     )
-
-
-def bench_env(tmp: Path) -> dict:
-    python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    return {
-        **os.environ,
-        "PYTHONPATH": python_path,
-        "DJANGO_SETTINGS_MODULE": "benchmarks.bench_settings",
-        "DATABASE_URL": f"{POSTGRES}/{DATABASE}",
-        "REDIS_URL": REDIS_URL,
-        "CELERY_BROKER_URL": BROKER_URL,
-        "SECRET_KEY": "benchmark-only-" + secrets.token_urlsafe(40),
-        "DEBUG": "false",
-        "SECURE_SSL_REDIRECT": "false",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "COHORT_VAR_DIR": str(tmp / "var"),
-        "MEDIA_ROOT": str(tmp / "media"),
-    }
-
-
-def postgres_admin():
-    import psycopg
-
-    return psycopg.connect(f"{POSTGRES}/postgres", autocommit=True)
-
-
-def database_recreate() -> None:
-    with postgres_admin() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-
-
-def database_drop() -> None:
-    with postgres_admin() as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
 def database_transactions() -> dict:
@@ -521,10 +494,16 @@ def benchmark(args, wrk_binary: str, tmp: Path) -> None:
         "note: a shared, noisy machine; wrk and both gunicorn workers share its CPUs, so the "
         "figures are comparisons between the variants, not capacity.\n"
     )
-    env = bench_env(tmp)
+    env = bench_env(
+        tmp,
+        database=DATABASE,
+        redis_url=REDIS_URL,
+        broker_url=BROKER_URL,
+        settings_module="benchmarks.bench_settings",
+    )
 
     print(f"==> database {DATABASE} (re)created, Redis {REDIS_URL} flushed, migrating")
-    database_recreate()
+    database_recreate(DATABASE)
     redis_client().flushdb()
     run_checked([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], env, "migrate")
 
@@ -691,7 +670,7 @@ def main() -> None:
     finally:
         print("==> cleaning up: database dropped, Redis database flushed, temporary files removed")
         try:
-            database_drop()
+            database_drop(DATABASE)
             redis_client().flushdb()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
