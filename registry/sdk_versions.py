@@ -24,9 +24,3 @@ def parse_sdk_version(text: str) -> SdkVersion:
 
 def format_sdk_version(version: SdkVersion) -> str:
     return ".".join(str(part) for part in version)
-
-
-def sdk_version_key(text: str) -> int:
-    """Return an integer that sorts like the version (for database columns and indexes)."""
-    major, minor, patch = parse_sdk_version(text)
-    return (major * 1_000_000 + minor) * 1_000_000 + patch

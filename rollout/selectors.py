@@ -6,7 +6,7 @@ from django.db.models import Count, Q
 
 from controlplane.errors import NotFound
 
-from .models import ACTIVE_STATES, Exposure, Rollout, RolloutState
+from .models import Exposure, Rollout, RolloutState
 
 
 def rollout_get(*, rollout_id) -> Rollout:
@@ -60,7 +60,3 @@ def rollout_rollback_progress(*, rollout: Rollout) -> dict | None:
         "confirmed_baseline": confirmed,
         "share_confirmed": round(confirmed / exposed, 4) if exposed else None,
     }
-
-
-def rollout_active_for_flow(*, flow) -> Rollout | None:
-    return Rollout.objects.filter(flow=flow, state__in=ACTIVE_STATES).first()
