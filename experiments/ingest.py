@@ -15,6 +15,7 @@ Contract (CONTRACT.md, `POST /api/v1/sdk/events`):
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,32 +40,15 @@ MAX_AGE = timedelta(days=90)
 # Rows per INSERT: SQLite binds 14 parameters per row (its limit is 32 766); PostgreSQL one.
 WRITE_CHUNK = 1000
 
-_COLUMNS = (
-    "app",
-    "event_id",
-    "flow",
-    "device_id",
-    "sdk_version",
-    "model_id",
-    "outcome",
-    "value",
-    "occurred_at",
-    "received_at",
-    "signals",
-    "attributed",
-    "rollout",
-    "arm",
-)
-
 
 @dataclass(slots=True)
 class ValidEvent:
     index: int
-    event_id: uuid.UUID
+    event_id: str  # canonical UUID text (lower case, hyphens)
     flow: FlowDoc
     outcome: str
     occurred_at: datetime
-    model_id: uuid.UUID | None = None
+    model_id: str | None = None  # canonical UUID text; None: the bundled model
     value: float | None = None
     signals: dict | None = None
 
@@ -118,11 +102,26 @@ def _shown(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _event_id(raw) -> uuid.UUID:
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", re.I
+)
+
+
+def _uuid_text(raw: str) -> str:
+    """The canonical text of a UUID in any form `uuid.UUID` reads; ValueError if none.
+
+    SDKs send the canonical form; matching it costs a fifth of building a `uuid.UUID`.
+    """
+    if _CANONICAL_UUID.match(raw):
+        return raw.lower()
+    return str(uuid.UUID(raw))
+
+
+def _event_id(raw) -> str:
     if not isinstance(raw, str):
         raise _Invalid("invalid_id", "id is required: a UUID, unique per event.")
     try:
-        return uuid.UUID(raw)
+        return _uuid_text(raw)
     except ValueError:
         raise _Invalid("invalid_id", f"id {_shown(raw)} is not a UUID.") from None
 
@@ -174,12 +173,12 @@ def _occurred_at(raw, now: datetime) -> datetime:
     return moment
 
 
-def _model_id(raw) -> uuid.UUID | None:
+def _model_id(raw) -> str | None:
     if raw is None:
         return None
     if isinstance(raw, str):
         try:
-            return uuid.UUID(raw)
+            return _uuid_text(raw)
         except ValueError:
             pass
     raise _Invalid(
@@ -266,7 +265,7 @@ def events_validate(raw_events: list, *, flows: dict[str, FlowDoc], now: datetim
     """Check every event of a batch; keep the valid ones, each id once."""
     events: list[ValidEvent] = []
     rejected: list[Rejection] = []
-    seen: set[uuid.UUID] = set()
+    seen: set[str] = set()
     repeated = 0
     for index, raw in enumerate(raw_events):
         try:
@@ -322,69 +321,58 @@ def nothing_to_attribute(flow: FlowDoc, sdk: SdkVersion) -> bool:
     return flow.rollout is None or not flow.rollout.runs_on(sdk)
 
 
-# Columns that differ from event to event; the others usually repeat down a batch.
-_PER_EVENT = frozenset({"event_id", "model_id", "outcome", "value", "occurred_at", "signals"})
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One event's own values, as stored."""
+
+    event_id: str  # canonical UUID text
+    flow_id: uuid.UUID
+    attributed: bool  # True: nothing can ever count it, so attribution never looks at it
+    outcome: str
+    occurred_at: datetime  # aware
+    model_id: str | None = None
+    value: float | None = None
+    signals: dict | None = None
 
 
-def _uuid_text(value) -> str | None:
-    return None if value is None else str(value)
+@dataclass(frozen=True)
+class EventBatch:
+    """The events of one request, ready to write: what they share, and each one's own values."""
+
+    app_id: str | uuid.UUID
+    device_id: str
+    sdk_version: str
+    received_at: datetime
+    events: list[EventRow]
 
 
-def _time_text(value) -> str:
-    if value.utcoffset() is None:
-        raise ValueError("outcome event times must be aware datetimes")
-    return value.isoformat()
-
-
-def _same(value):
-    return value
-
-
-def _json_form(name: str, value):
-    """A value in the JSON form PostgreSQL's input function for its column type reads."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return _time_text(value)
-    return value
-
-
-# Per-event columns' JSON forms, by the types validation gives them.
-_PER_EVENT_JSON = {
-    "event_id": _uuid_text,
-    "model_id": _uuid_text,
-    "outcome": _same,
-    "value": _same,
-    "occurred_at": _time_text,
-    "signals": _same,
-}
-
-
-def _columns_of(rows: list[dict], prepare, per_event=None) -> dict[str, list]:
-    """The rows' values by column, each through `prepare(name, value)` (per-event columns
-    through `per_event[name](value)` when given). A column's repeated values are prepared
-    once, and a column holding one value in every row is returned as that single value's list.
-    """
-    columns = {}
-    for name in _COLUMNS:
-        if name in _PER_EVENT:
-            convert = (per_event or {}).get(name)
-            if convert is not None:
-                columns[name] = [convert(row[name]) for row in rows]
-            else:
-                columns[name] = [prepare(name, row[name]) for row in rows]
-            continue
-        memo: dict = {}
-        column = []
-        for row in rows:
-            value = row[name]
-            if value not in memo:
-                memo[value] = prepare(name, value)
-            column.append(memo[value])
-        columns[name] = list(memo.values()) if len(memo) == 1 else column
-    return columns
-
-
+# Each event's own columns, with their short keys in the JSON records of `_postgresql_insert`.
+_OWN = (
+    ("event_id", "e"),
+    ("model_id", "m"),
+    ("outcome", "o"),
+    ("value", "v"),
+    ("occurred_at", "t"),
+    ("signals", "s"),
+)
+# Columns that usually hold one value down a batch: parameters then, record keys otherwise.
+_USUALLY_SHARED = (("flow", "f"), ("attributed", "a"))
+_COLUMNS = (
+    "app",
+    "event_id",
+    "flow",
+    "device_id",
+    "sdk_version",
+    "model_id",
+    "outcome",
+    "value",
+    "occurred_at",
+    "received_at",
+    "signals",
+    "attributed",
+    "rollout",
+    "arm",
+)
 _CAST_TYPES: dict[str, dict[str, str]] = {}
 
 
@@ -399,34 +387,60 @@ def _cast_types(db) -> dict[str, str]:
     return casts
 
 
-def _postgresql_insert(chunk: list[dict], fields: dict, db, target: str, conflict: str):
-    """The statement and its parameters: a column with one value for the whole chunk is one
-    parameter; the others travel as one JSON array of records that `jsonb_to_recordset`
-    turns into the columns' own types (each field's `cast_db_type`).
+def _record(row: EventRow, shared: tuple[str, ...]) -> dict:
+    """An event's JSON record; a missing key reads as NULL, so empty values are left out."""
+    record = {"e": row.event_id, "o": row.outcome, "t": row.occurred_at.isoformat()}
+    if row.model_id is not None:
+        record["m"] = row.model_id
+    if row.value is not None:
+        record["v"] = row.value
+    if row.signals is not None:
+        record["s"] = row.signals
+    if "flow" not in shared:
+        record["f"] = str(row.flow_id)
+        record["a"] = row.attributed
+    return record
 
-    One short statement (the driver caches its parsing) instead of a VALUES list of 14
-    placeholders per row, which made psycopg parse and quote ~700 values in Python.
+
+def _postgresql_insert(batch: EventBatch, rows: list[EventRow], db, target: str, conflict: str):
+    """The statement and its parameters: what the events share is one parameter each, and
+    their own values travel as one JSON array of records that `jsonb_to_recordset` turns
+    into the columns' own types (each field's `cast_db_type`).
+
+    One short statement instead of a VALUES list of 14 placeholders per row, which made the
+    driver quote ~700 values in Python; the records' short keys keep the JSON small to write
+    and to parse.
     """
-    quote = db.ops.quote_name
     casts = _cast_types(db)
-    columns = _columns_of(chunk, _json_form, _PER_EVENT_JSON)
-    varying = [name for name in _COLUMNS if name in _PER_EVENT or len(columns[name]) != 1]
+    first = rows[0]
+    shared: tuple[str, ...] = ()
+    if all(r.flow_id == first.flow_id and r.attributed == first.attributed for r in rows):
+        shared = ("flow", "attributed")
+    values = {
+        "app": ("%s", str(batch.app_id)),
+        "device_id": ("%s", batch.device_id),
+        "sdk_version": ("%s", batch.sdk_version),
+        "received_at": ("%s", batch.received_at.isoformat()),
+        "rollout": ("NULL", None),
+        "arm": ("''", None),
+    }
+    if shared:
+        values["flow"] = ("%s", str(first.flow_id))
+        values["attributed"] = ("%s", first.attributed)
+    keys = dict(_OWN if shared else _OWN + _USUALLY_SHARED)
     selected, params = [], []
     for name in _COLUMNS:
-        field = fields[name]
-        if name in varying:
-            selected.append(f"r.{quote(field.column)}")
+        if name in values:
+            sql, param = values[name]
+            if sql == "%s":
+                selected.append(f"%s::{casts[name]}")
+                params.append(param)
+            else:
+                selected.append(f"{sql}::{casts[name]}")
         else:
-            selected.append(f"%s::{casts[name]}")
-            value = columns[name][0]
-            params.append(value)
-    types = ", ".join(f"{quote(fields[name].column)} {casts[name]}" for name in varying)
-    names = [fields[name].column for name in varying]
-    records = [
-        dict(zip(names, values, strict=True))
-        for values in zip(*(columns[name] for name in varying), strict=True)
-    ]
-    params.append(json.dumps(records, separators=(",", ":")))
+            selected.append(f"r.{keys[name]}")
+    types = ", ".join(f"{key} {casts[name]}" for name, key in keys.items())
+    params.append(json.dumps([_record(r, shared) for r in rows], separators=(",", ":")))
     sql = (
         f"{target} SELECT {', '.join(selected)} "
         f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) {conflict}"
@@ -434,18 +448,61 @@ def _postgresql_insert(chunk: list[dict], fields: dict, db, target: str, conflic
     return sql, params
 
 
-def events_write(rows: list[dict]) -> int:
-    """Insert outcome events, skipping ids the app already has; return how many were inserted.
+def _values_insert(batch: EventBatch, rows: list[EventRow], fields: dict, db, target, conflict):
+    """The statement for other databases (SQLite >= 3.24): a multi-row VALUES list of values
+    prepared by each field (`get_db_prep_save`: a missing JSON value is SQL NULL)."""
+    params = []
+    for row in rows:
+        values = {
+            "app": batch.app_id,
+            "event_id": row.event_id,
+            "flow": row.flow_id,
+            "device_id": batch.device_id,
+            "sdk_version": batch.sdk_version,
+            "model_id": row.model_id,
+            "outcome": row.outcome,
+            "value": row.value,
+            "occurred_at": row.occurred_at,
+            "received_at": batch.received_at,
+            "signals": row.signals,
+            "attributed": row.attributed,
+            "rollout": None,
+            "arm": "",
+        }
+        params += [fields[name].get_db_prep_save(values[name], db) for name in _COLUMNS]
+    placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+    return f"{target} VALUES {', '.join([placeholder] * len(rows))} {conflict}", params
 
-    Each row maps `_COLUMNS` names to Python values. One `INSERT ... ON CONFLICT DO NOTHING
-    RETURNING` per `WRITE_CHUNK` rows: on PostgreSQL with the rows as one JSON parameter
-    (`_postgresql_insert`: preparing each value with its field's `get_db_prep_save` there
-    took a third of the endpoint's CPU, and the typing happens in the database anyway);
-    elsewhere (SQLite >= 3.35) as a multi-row VALUES list of values prepared by each field
-    (`get_db_prep_save`: a missing JSON value is SQL NULL).
+
+def _insert_cursor(db):
+    """On PostgreSQL, a cursor that sends parameters apart from the statement, so psycopg
+    prepares the insert once per connection: the database then skips parsing and planning
+    it, a fifth of its work per batch. (Django's own cursors bind on the client, which suits
+    everything else.) Wrapped like Django's, so it is logged and its errors translated.
     """
-    if not rows:
+    if db.vendor != "postgresql":
+        return db.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    db.close_if_health_check_failed()
+    db.ensure_connection()
+    raw = ServerBindingCursor(db.connection)
+    return db.make_debug_cursor(raw) if db.queries_logged else db.make_cursor(raw)
+
+
+def events_write(batch: EventBatch) -> int:
+    """Insert a batch's events, skipping ids the app already has; return how many were new.
+
+    One `INSERT ... ON CONFLICT (app, event_id) DO NOTHING` per `WRITE_CHUNK` events, whose
+    row count is the events inserted: the unique constraint arbitrates between retries, even
+    concurrent ones. On PostgreSQL the events travel as one JSON parameter
+    (`_postgresql_insert`); preparing each value with its field's `get_db_prep_save` took a
+    third of the endpoint's CPU, and the typing happens in the database anyway.
+    """
+    if not batch.events:
         return 0
+    if batch.received_at.utcoffset() is None:
+        raise ValueError("outcome event times must be aware datetimes")
     db = connections[DEFAULT_DB_ALIAS]
     meta = OutcomeEvent._meta
     fields = {name: meta.get_field(name) for name in _COLUMNS}
@@ -456,28 +513,18 @@ def events_write(rows: list[dict]) -> int:
     )
     conflict = (
         f"ON CONFLICT ({quote(fields['app'].column)}, {quote(fields['event_id'].column)}) "
-        f"DO NOTHING RETURNING {quote(fields['event_id'].column)}"
+        "DO NOTHING"
     )
     inserted = 0
-    with db.cursor() as cursor:
-        for start in range(0, len(rows), WRITE_CHUNK):
-            chunk = rows[start : start + WRITE_CHUNK]
+    with _insert_cursor(db) as cursor:
+        for start in range(0, len(batch.events), WRITE_CHUNK):
+            rows = batch.events[start : start + WRITE_CHUNK]
             if db.vendor == "postgresql":
-                sql, params = _postgresql_insert(chunk, fields, db, target, conflict)
+                sql, params = _postgresql_insert(batch, rows, db, target, conflict)
             else:
-                prepared = _columns_of(
-                    chunk, lambda name, value: fields[name].get_db_prep_save(value, db)
-                )
-                width = len(chunk)
-                table = [
-                    column if len(column) == width else column * width
-                    for column in prepared.values()
-                ]
-                placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-                sql = f"{target} VALUES {', '.join([placeholder] * width)} {conflict}"
-                params = [value for row in zip(*table, strict=True) for value in row]
+                sql, params = _values_insert(batch, rows, fields, db, target, conflict)
             cursor.execute(sql, params)
-            inserted += len(cursor.fetchall())
+            inserted += cursor.rowcount
     return inserted
 
 
@@ -505,24 +552,21 @@ def events_ingest(
             )
             continue
         rows.append(
-            {
-                "app": doc.app_id,
-                "event_id": event.event_id,
-                "flow": flow_pk,
-                "device_id": device_id,
-                "sdk_version": sdk_text,
-                "model_id": event.model_id,
-                "outcome": event.outcome,
-                "value": event.value,
-                "occurred_at": event.occurred_at,
-                "received_at": now,
-                "signals": event.signals,
-                "attributed": settled[event.flow.name],
-                "rollout": None,
-                "arm": "",
-            }
+            EventRow(
+                event_id=event.event_id,
+                flow_id=flow_pk,
+                attributed=settled[event.flow.name],
+                outcome=event.outcome,
+                occurred_at=event.occurred_at,
+                model_id=event.model_id,
+                value=event.value,
+                signals=event.signals,
+            )
         )
-    accepted = events_write(rows)
+    batch = EventBatch(
+        app_id=doc.app_id, device_id=device_id, sdk_version=sdk_text, received_at=now, events=rows
+    )
+    accepted = events_write(batch)
     rejected.sort(key=lambda r: r.index)
     return IngestResult(
         accepted=accepted,

@@ -10,7 +10,7 @@ contract's error shape; valid events are kept even when neighbours are rejected.
 import json
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from controlplane.exceptions import error_body
@@ -18,7 +18,7 @@ from rollout.sdk_api import (
     SdkRequestError,
     app_doc_for,
     base_url_of,
-    device_assignments,
+    device_assignments_encoded,
     device_from,
 )
 
@@ -101,16 +101,21 @@ def sdk_events(request):
         result = events_ingest(
             doc, device_id=device_id, sdk=sdk, sdk_text=sdk_text, raw_events=_events(payload)
         )
-        assignments = device_assignments(
+        assignments = device_assignments_encoded(
             doc, device_id=device_id, sdk=sdk, sdk_text=sdk_text, base_url=base_url_of(request)
         )
     except SdkRequestError as error:
         return error.response()
-    return JsonResponse(
+    # The assignments are bytes the poll encoded before (one per arm combination): spliced in
+    # as they are rather than decoded and encoded again.
+    head = json.dumps(
         {
             "accepted": result.accepted,
             "duplicates": result.duplicates,
             "rejected": [rejection.as_dict() for rejection in result.rejected],
-            "assignments": assignments,
-        }
+        },
+        separators=(",", ":"),
+    ).encode()
+    return HttpResponse(
+        head[:-1] + b',"assignments":' + assignments + b"}", content_type="application/json"
     )

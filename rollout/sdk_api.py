@@ -204,24 +204,47 @@ def _assignments(
     return assignments
 
 
-def device_assignments(
-    doc: AppDoc,
-    *,
-    device_id: str,
-    sdk: tuple[int, int, int],
-    sdk_text: str,
-    base_url: str,
-    flow_name: str | None = None,
-    current: frozenset[str] = frozenset(),
-) -> dict:
-    """Return the assignments body for one device, noting exposures on the way."""
+def device_assignments_encoded(
+    doc: AppDoc, *, device_id: str, sdk: tuple[int, int, int], sdk_text: str, base_url: str
+) -> bytes:
+    """The assignments body for one device as JSON bytes, noting exposures on the way."""
     assignments = _assignments(
-        doc, device_id=device_id, sdk=sdk, sdk_text=sdk_text, flow_name=flow_name, current=current
+        doc, device_id=device_id, sdk=sdk, sdk_text=sdk_text, flow_name=None, current=frozenset()
     )
-    return {
-        "poll_after_s": doc.poll_after_s(timezone.now()),
-        "models": [_entry(assignment, base_url) for assignment in assignments],
-    }
+    return assignments_encoded(doc, assignments, base_url=base_url)[0]
+
+
+def device_assignments(
+    doc: AppDoc, *, device_id: str, sdk: tuple[int, int, int], sdk_text: str, base_url: str
+) -> dict:
+    """The assignments body for one device, noting exposures on the way."""
+    return json.loads(
+        device_assignments_encoded(
+            doc, device_id=device_id, sdk=sdk, sdk_text=sdk_text, base_url=base_url
+        )
+    )
+
+
+def assignments_encoded(
+    doc: AppDoc, assignments: list[Assignment], *, base_url: str, single: bool = False
+) -> tuple[bytes, str]:
+    """The answer's JSON bytes and ETag: the assignments body, or one flow's entry (single)."""
+    poll_after = doc.poll_after_s(timezone.now())
+    key = (
+        single,
+        base_url,
+        poll_after,
+        tuple(
+            (a.flow.name, a.model.model_id if a.model else None, a.rollout_id, a.arm)
+            for a in assignments
+        ),
+    )
+
+    def build():
+        entries = [_entry(assignment, base_url) for assignment in assignments]
+        return entries[0] if single else {"poll_after_s": poll_after, "models": entries}
+
+    return _encoded(doc, key, build)
 
 
 def _encoded(doc: AppDoc, key: tuple, build) -> tuple[bytes, str]:
@@ -266,23 +289,10 @@ def _poll(request, *, flow_name: str | None, single: bool) -> HttpResponse:
         )
     except SdkRequestError as error:
         return error.response()
-    base_url = base_url_of(request)
-    poll_after = doc.poll_after_s(timezone.now())
-    key = (
-        single,
-        base_url,
-        poll_after,
-        tuple(
-            (a.flow.name, a.model.model_id if a.model else None, a.rollout_id, a.arm)
-            for a in assignments
-        ),
+    return _answer(
+        request,
+        *assignments_encoded(doc, assignments, base_url=base_url_of(request), single=single),
     )
-
-    def build():
-        entries = [_entry(assignment, base_url) for assignment in assignments]
-        return entries[0] if single else {"poll_after_s": poll_after, "models": entries}
-
-    return _answer(request, *_encoded(doc, key, build))
 
 
 def sdk_method(method: str):

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from experiments.attribution import events_attribute, ledger_catch_up
-from experiments.ingest import events_write
+from experiments.ingest import EventBatch, EventRow, events_write
 from experiments.models import DeviceOutcome, OutcomeEvent
 from rollout import services
 from rollout.cache import assignment_cache
@@ -61,24 +61,23 @@ def report(setup, device, *, outcome="Purchased", at, model_id=None, value=None,
     """Store one event as ingestion does (unattributed); return its event id."""
     event_id = uuid.uuid4()
     events_write(
-        [
-            {
-                "app": setup["flow"].app_id,
-                "event_id": event_id,
-                "flow": setup["flow"].pk,
-                "device_id": device,
-                "sdk_version": "1.5.0",
-                "model_id": model_id,
-                "outcome": outcome,
-                "value": value,
-                "occurred_at": at,
-                "received_at": received or timezone.now(),
-                "signals": None,
-                "attributed": False,
-                "rollout": None,
-                "arm": "",
-            }
-        ]
+        EventBatch(
+            app_id=setup["flow"].app_id,
+            device_id=device,
+            sdk_version="1.5.0",
+            received_at=received or timezone.now(),
+            events=[
+                EventRow(
+                    event_id=str(event_id),
+                    flow_id=setup["flow"].pk,
+                    attributed=False,
+                    outcome=outcome,
+                    occurred_at=at,
+                    model_id=None if model_id is None else str(model_id),
+                    value=value,
+                )
+            ],
+        )
     )
     return event_id
 
