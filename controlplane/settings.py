@@ -211,6 +211,13 @@ EXPERIMENT_MIN_DETECTABLE_LIFT = env.float("EXPERIMENT_MIN_DETECTABLE_LIFT", def
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="cohort@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+EMAIL_SUBJECT_PREFIX = "[Cohort] "
+# Site admins, comma-separated e-mails: alerts of an app with no enabled channel go to them
+# (and, as Django does, server errors when DEBUG is off).
+ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
+# A channel created or enabled again receives the app's alerts of this many past hours.
+ALERT_BACKFILL_HOURS = env.int("ALERT_BACKFILL_HOURS", default=24)
 # Device clocks drift: an outcome stamped this much before its exposure still counts.
 EVENT_CLOCK_SKEW_SECONDS = env.int("EVENT_CLOCK_SKEW_SECONDS", default=300)
 # Events waiting for their device's exposure are given up (left unattributed) after this.

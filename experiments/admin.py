@@ -2,11 +2,14 @@
 
 import json
 
-from django.contrib import admin
+from django.conf import settings
+from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import ngettext
 
 from controlplane.admin_mixins import ReadOnlyAdmin
 
+from .alerts import channel_backfill
 from .models import Alert, AlertChannel, AlertDelivery, Analysis
 
 
@@ -15,6 +18,23 @@ class AlertChannelAdmin(admin.ModelAdmin):
     list_display = ("name", "app", "kind", "target", "enabled")
     list_filter = ("app", "kind", "enabled")
     search_fields = ("name", "target", "app__name")
+
+    def save_model(self, request, obj, form, change):
+        # A channel that starts receiving the app's alerts (new, enabled again, or moved to
+        # another app) also gets the recent ones it missed.
+        starts = obj.enabled and (not change or {"enabled", "app"} & set(form.changed_data))
+        super().save_model(request, obj, form, change)
+        if starts and (count := channel_backfill(channel=obj)):
+            self.message_user(
+                request,
+                ngettext(
+                    "Sending %(count)d alert of the last %(hours)d hours to this channel.",
+                    "Sending %(count)d alerts of the last %(hours)d hours to this channel.",
+                    count,
+                )
+                % {"count": count, "hours": settings.ALERT_BACKFILL_HOURS},
+                messages.SUCCESS,
+            )
 
 
 class AlertDeliveryInline(admin.TabularInline):

@@ -3,10 +3,11 @@
 import json
 import logging
 import urllib.request
+from datetime import datetime, timedelta
 from urllib.error import URLError
 
 from django.conf import settings
-from django.core.mail import send_mail
+from django.core.mail import mail_admins, send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -50,21 +51,109 @@ def alert_raise(
             )
     except IntegrityError:
         return None  # raised by a concurrent run
-    channels = AlertChannel.objects.filter(app_id=rollout.flow.app_id, enabled=True)
-    deliveries = AlertDelivery.objects.bulk_create(
-        AlertDelivery(alert=alert, channel=channel) for channel in channels
-    )
-    if not deliveries:
-        logger.warning("alert.no_channel app=%s alert=%s", rollout.flow.app_id, title)
-
-    def enqueue():
-        from .tasks import alert_deliver
-
-        for delivery in deliveries:
-            alert_deliver.delay(delivery.pk)
-
-    transaction.on_commit(enqueue)
+    app_id = rollout.flow.app_id
+    _deliveries_create(alerts=[alert], channels=_enabled_channels(app_id))
+    # Robust: the action has committed; a pending delivery is queued again by alerts_redeliver.
+    transaction.on_commit(lambda: _alert_dispatch(alert_id=alert.pk, app_id=app_id), robust=True)
     return alert
+
+
+def channel_backfill(*, channel: AlertChannel, now: datetime | None = None) -> int:
+    """Give an enabled channel the app's recent alerts it has not received; return how many.
+
+    Call it when a channel is created or enabled again. "Recent" is the last
+    ALERT_BACKFILL_HOURS (0 turns backfilling off). The deliveries are created now and queued
+    once the caller's transaction commits; a second call creates nothing twice.
+    """
+    if not channel.enabled or settings.ALERT_BACKFILL_HOURS <= 0:
+        return 0
+    now = now or timezone.now()
+    since = now - timedelta(hours=settings.ALERT_BACKFILL_HOURS)
+    alert_ids = _backfill_missing(channel=channel, since=since)
+
+    def dispatch():
+        # An alert whose transaction was still open did not see this channel, and this
+        # backfill did not see the alert: look once more now that the channel is committed.
+        fresh = AlertChannel.objects.filter(pk=channel.pk, enabled=True).first()
+        late = _backfill_missing(channel=fresh, since=since) if fresh else []
+        _deliveries_enqueue(
+            AlertDelivery.objects.filter(
+                channel_id=channel.pk,
+                alert_id__in=[*alert_ids, *late],
+                status=DeliveryStatus.PENDING,
+            )
+        )
+
+    transaction.on_commit(dispatch, robust=True)
+    if alert_ids:
+        logger.info("alert.backfill channel=%s alerts=%s", channel.pk, len(alert_ids))
+    return len(alert_ids)
+
+
+def _enabled_channels(app_id) -> list[AlertChannel]:
+    return list(AlertChannel.objects.filter(app_id=app_id, enabled=True))
+
+
+def _deliveries_create(*, alerts: list[Alert], channels: list[AlertChannel]) -> None:
+    # The unique constraint one_delivery_per_channel makes a repeated or concurrent call a no-op.
+    AlertDelivery.objects.bulk_create(
+        (AlertDelivery(alert=alert, channel=channel) for alert in alerts for channel in channels),
+        ignore_conflicts=True,
+    )
+
+
+def _backfill_missing(*, channel: AlertChannel, since: datetime) -> list[int]:
+    """Create the channel's missing deliveries of the app's alerts since `since`; their alert ids."""
+    alerts = list(
+        Alert.objects.filter(rollout__flow__app_id=channel.app_id, created_at__gte=since)
+        .exclude(deliveries__channel=channel)
+        .only("pk")
+    )
+    _deliveries_create(alerts=alerts, channels=[channel])
+    return [alert.pk for alert in alerts]
+
+
+def _deliveries_enqueue(deliveries) -> None:
+    from .tasks import alert_deliver
+
+    for delivery_id in deliveries.values_list("pk", flat=True):
+        alert_deliver.delay(delivery_id)
+
+
+def _alert_dispatch(*, alert_id: int, app_id) -> None:
+    """After the alert committed: queue its deliveries, or tell the site admins if it has none.
+
+    A channel enabled while the alert's transaction ran was not seen by it, and the channel's
+    backfill did not see the uncommitted alert: whichever commits last creates the delivery.
+    """
+    alert = Alert.objects.filter(pk=alert_id).first()
+    if alert is None:
+        return
+    _deliveries_create(alerts=[alert], channels=_enabled_channels(app_id))
+    deliveries = AlertDelivery.objects.filter(alert=alert)
+    if deliveries.exists():
+        _deliveries_enqueue(deliveries.filter(status=DeliveryStatus.PENDING))
+        return
+    logger.warning("alert.no_channel app=%s alert=%s", app_id, alert.title)
+    _admins_notify(alert)
+
+
+def _admins_notify(alert: Alert) -> None:
+    """E-mail an alert no channel received to the site admins (ADMINS); best effort."""
+    if not settings.ADMINS:
+        return
+    app = alert.rollout.flow.app
+    hours = settings.ALERT_BACKFILL_HOURS
+    later = f": it receives the alerts of the last {hours} hours" if hours > 0 else ""
+    try:
+        mail_admins(
+            subject=alert.title,
+            message=f"{alert.text}\n\nThe app {app.name} has no enabled alert channel, so this "
+            "alert went to the site admins (ADMINS). Add one under Experiments > Alert channels"
+            f"{later}.\n\n{json.dumps(alert.payload, indent=2)}",
+        )
+    except Exception as error:
+        logger.exception("alert.admins_mail_failed alert=%s error=%s", alert.pk, error)
 
 
 def _webhook_body(alert: Alert) -> bytes:
