@@ -7,9 +7,13 @@ Contract:
   *comparable* exposure in that rollout, and it happened inside the arm's window:
   `arm_since - EVENT_CLOCK_SKEW_SECONDS <= occurred_at <= arm_since + attribution window`.
   It counts for the arm the exposure names now.
-- A `DeviceOutcome` row holds only outcomes of the arm its device is in: when the device has
-  moved to another arm (a share grew), the row starts again from the new arm's events. (The
-  analysis reads rows whose arm matches the device's exposure; a stale one is ignored.)
+- A `DeviceOutcome` row holds only outcomes of the arm its device is in, and exists only while
+  the device's exposure is comparable and names that arm, so the analysis sums the rows per arm
+  without looking at the ledger. When a device moves to another arm (a share grew) or stops
+  being comparable (a share was lowered), its row is deleted in the same transaction
+  (`device_outcomes_discard_stale`, on `exposures_changed`), and a new one starts from the new
+  arm's events. Attribution locks the exposures it reads until it has written the rows, so a
+  move cannot slip in between.
 - An event whose device has no exposure yet may be waiting for one still buffered in Redis: it
   stays unattributed until `EVENT_ATTRIBUTION_PATIENCE_SECONDS` after it was received, and is
   then settled with no rollout. Every other event is settled at once, counted or not.
@@ -26,11 +30,10 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
-from django.db.models.functions import Collate
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from rollout.exposures import exposure_buffer_flush
+from rollout.exposures import device_lock_order, exposure_buffer_flush
 from rollout.models import ACTIVE_STATES, ENDED_STATES, Exposure, Rollout, RolloutArm
 
 from .models import MODEL_ERROR, DeviceOutcome, OutcomeEvent
@@ -188,15 +191,23 @@ def _rollouts_for(events: list[_Event], skew: timedelta) -> dict[uuid.UUID, list
     return by_flow
 
 
-def _exposures_for(
+def _exposures_locked(
     rollout_ids: set[uuid.UUID], device_ids: set[str]
 ) -> dict[tuple[uuid.UUID, str], tuple[str, datetime, bool]]:
-    """(rollout, device) → (arm, arm_since, comparable), for the given rollouts and devices."""
+    """(rollout, device) → (arm, arm_since, comparable), for the given rollouts and devices.
+
+    The rows stay locked until the batch commits, in the ledger's lock order (device, then
+    rollout): a device cannot change arm between being read here and its outcome row being
+    written, so that row always names the arm of the exposure.
+    """
     found = {}
     for devices in _chunks(sorted(device_ids)):
-        for rollout_id, device_id, arm, arm_since, comparable in Exposure.objects.filter(
-            rollout_id__in=list(rollout_ids), device_id__in=devices
-        ).values_list("rollout_id", "device_id", "arm", "arm_since", "comparable"):
+        for rollout_id, device_id, arm, arm_since, comparable in (
+            Exposure.objects.filter(rollout_id__in=list(rollout_ids), device_id__in=devices)
+            .order_by(device_lock_order(), "rollout_id")
+            .select_for_update(no_key=True)
+            .values_list("rollout_id", "device_id", "arm", "arm_since", "comparable")
+        ):
             found[(rollout_id, device_id)] = (arm, arm_since, comparable)
     return found
 
@@ -234,7 +245,7 @@ def _device_outcomes_locked(pairs: list[tuple[uuid.UUID, str, str]]) -> dict[tup
         for chunk in _chunks(devices):
             for row in (
                 DeviceOutcome.objects.filter(rollout_id=rollout_id, device_id__in=chunk)
-                .order_by(_lock_order())
+                .order_by(device_lock_order())
                 .select_for_update()
                 .values(
                     "rollout_id",
@@ -251,16 +262,6 @@ def _device_outcomes_locked(pairs: list[tuple[uuid.UUID, str, str]]) -> dict[tup
             ):
                 stored[(row["rollout_id"], row["device_id"])] = row
     return stored
-
-
-def _lock_order():
-    """Device ids in code-point order, as Python sorts them, so every run locks in one order.
-
-    (Device ids are printable ASCII; PostgreSQL's default collation would order them otherwise.)
-    """
-    if connection.vendor == "postgresql":
-        return Collate("device_id", "C")
-    return "device_id"
 
 
 def _uuid_param(value: uuid.UUID):
@@ -323,6 +324,28 @@ def _events_mark(settled: dict[tuple[uuid.UUID | None, str], list[int]]) -> None
             )
 
 
+def device_outcomes_discard_stale(*, rollout_id, device_ids: list[str] | None = None) -> int:
+    """Delete the outcome rows of devices (None: any device of the rollout) that are no longer
+    in the arm their row names, or no longer comparable; return how many.
+
+    Connected to `rollout.signals.exposures_changed`, so it runs in the transaction that moved
+    them, while their exposure rows are locked: every outcome row names its device's arm
+    (the analysis relies on it), and a device that moves starts again from its new arm's
+    events.
+    """
+    current = Exposure.objects.filter(
+        rollout_id=rollout_id, device_id=OuterRef("device_id"), arm=OuterRef("arm"), comparable=True
+    )
+    stale = DeviceOutcome.objects.filter(rollout_id=rollout_id).exclude(Exists(current))
+    if device_ids is None:
+        return stale.delete()[0]
+    return sum(stale.filter(device_id__in=chunk).delete()[0] for chunk in _chunks(device_ids))
+
+
+def on_exposures_changed(sender, *, rollout_id, device_ids, **kwargs) -> None:
+    device_outcomes_discard_stale(rollout_id=rollout_id, device_ids=device_ids)
+
+
 # --------------------------------------------------------------------------- the job
 
 
@@ -335,7 +358,7 @@ def _attribute_batch(events: list[_Event], now: datetime) -> int:
         event.id: [r for r in by_flow.get(event.flow_id, ()) if r.covers(event.occurred_at, skew)]
         for event in events
     }
-    exposures = _exposures_for(
+    exposures = _exposures_locked(
         {r.id for rollouts in candidates.values() for r in rollouts},
         {event.device_id for event in events if candidates[event.id]},
     )

@@ -18,7 +18,7 @@ from . import decisions, stats
 from .alerts import alert_raise
 from .attribution import ledger_catch_up
 from .models import Analysis
-from .selectors import analysis_latest, arm_sufficient_statistics, exposure_counts_for_srm
+from .selectors import analysis_latest, arm_sufficient_statistics, exposure_counts
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +75,10 @@ def _shares(arms) -> dict[str, float]:
     )
 
 
-def _srm(rollout: Rollout, arms) -> tuple[float | None, list[stats.SrmFinding], dict]:
+def _srm(arms, by_sdk: dict) -> tuple[float | None, list[stats.SrmFinding], dict]:
     shares = _shares(arms)
     names = [BASELINE, *(a.name for a in arms)]
     share_list = [shares[name] for name in names]
-    by_sdk = exposure_counts_for_srm(rollout=rollout)
     total = [sum(counts.get(name, 0) for counts in by_sdk.values()) for name in names]
     slices = {"all devices": (total, share_list)}
     for sdk_version, counts in sorted(by_sdk.items()):
@@ -168,7 +167,10 @@ def rollout_analyze(*, rollout: Rollout, act: bool = True) -> Analysis:
         notes.append(f"guardrails ignored: {error}")
         guardrails = guardrails_parse([])
     labels = tuple(g.outcome_label for g in guardrails if g.outcome_label)
-    counts = arm_sufficient_statistics(rollout=rollout, outcome_labels=labels)
+    exposure = exposure_counts(rollout=rollout)
+    counts = arm_sufficient_statistics(
+        rollout=rollout, exposed=exposure.comparable, outcome_labels=labels
+    )
     for name in [BASELINE, *(a.name for a in arms)]:
         counts.setdefault(name, _empty_counts(labels))
 
@@ -191,7 +193,7 @@ def rollout_analyze(*, rollout: Rollout, act: bool = True) -> Analysis:
             previous=previous.get(spec.name),
         )
     extreme_harm = _extreme_harm(specs, counts, arms, rollout.min_devices_per_arm)
-    srm_p, srm_findings, srm_inputs = _srm(rollout, arms)
+    srm_p, srm_findings, srm_inputs = _srm(arms, exposure.this_stage)
     now = timezone.now()
     stage = decisions.StageInfo(
         running=rollout.state == RolloutState.RUNNING,

@@ -1,44 +1,72 @@
-"""Read queries of experiments: per-arm sufficient statistics from per-device outcomes."""
+"""Read queries of experiments: exposure counts and per-arm sufficient statistics."""
 
-from django.db.models import Count, Exists, F, OuterRef, Q, Sum
+from dataclasses import dataclass
+
+from django.db.models import Count, F, Q, Sum
 
 from rollout.models import Exposure, Rollout
 
 from .models import Analysis, DeviceOutcome
 
 
-def _comparable_exposure(rollout: Rollout):
-    return Exposure.objects.filter(
-        rollout=rollout, device_id=OuterRef("device_id"), arm=OuterRef("arm"), comparable=True
+@dataclass(frozen=True)
+class ExposureCounts:
+    comparable: dict[str, int]  # arm → comparable exposed devices
+    # SDK version → arm → devices first exposed in the current stage (for the SRM check).
+    this_stage: dict[str, dict[str, int]]
+
+
+def exposure_counts(*, rollout: Rollout) -> ExposureCounts:
+    """Exposed devices per arm, and per SDK version and arm in the current stage: one scan.
+
+    Only devices first exposed in the current stage were assigned under the current shares;
+    devices from earlier stages keep the arm they had, so counting them in the SRM check would
+    raise a false alarm after every stage change.
+    """
+    since = rollout.stage_started_at or rollout.started_at
+    this_stage = Q(first_exposed_at__gte=since) if since is not None else Q(pk__isnull=False)
+    rows = (
+        Exposure.objects.filter(rollout=rollout)
+        .values("sdk_version", "arm")
+        .annotate(
+            comparable_n=Count("pk", filter=Q(comparable=True)),
+            this_stage_n=Count("pk", filter=this_stage),
+        )
     )
+    comparable: dict[str, int] = {}
+    by_sdk: dict[str, dict[str, int]] = {}
+    for row in rows:
+        arm = row["arm"]
+        if row["comparable_n"]:
+            comparable[arm] = comparable.get(arm, 0) + row["comparable_n"]
+        if row["this_stage_n"]:
+            by_sdk.setdefault(row["sdk_version"], {})[arm] = row["this_stage_n"]
+    return ExposureCounts(comparable=comparable, this_stage=by_sdk)
 
 
-def arm_sufficient_statistics(*, rollout: Rollout, outcome_labels: tuple[str, ...] = ()) -> dict:
-    """Per arm: comparable exposed devices and sums over their per-device outcomes.
+def arm_sufficient_statistics(
+    *, rollout: Rollout, exposed: dict[str, int], outcome_labels: tuple[str, ...] = ()
+) -> dict:
+    """Per arm: comparable exposed devices (`exposed`, from `exposure_counts`) and sums over
+    their per-device outcomes.
 
     A device that never reported anything counts as exposed with zero outcomes (intention to
-    treat: a model that crashes cannot hide by going silent). Reads one row per device, never
-    raw events or polls.
+    treat: a model that crashes cannot hide by going silent). Reads one row per reporting
+    device, never raw events or polls: an outcome row exists only while its device is
+    comparable and in the arm it names (see experiments.attribution).
     """
-    exposed = dict(
-        Exposure.objects.filter(rollout=rollout, comparable=True)
-        .values_list("arm")
-        .annotate(n=Count("id"))
-        .values_list("arm", "n")
-    )
     label_counts = {
-        f"label_{index}": Count("id", filter=Q(outcome_counts__has_key=label))
+        f"label_{index}": Count("pk", filter=Q(outcome_counts__has_key=label))
         for index, label in enumerate(outcome_labels)
     }
     rows = (
         DeviceOutcome.objects.filter(rollout=rollout)
-        .filter(Exists(_comparable_exposure(rollout)))
         .values("arm")
         .annotate(
-            reporting=Count("id"),
-            converted=Count("id", filter=Q(conversions__gt=0)),
-            errored=Count("id", filter=Q(model_errors__gt=0)),
-            adopted=Count("id", filter=Q(ran_assigned_model=True)),
+            reporting=Count("pk"),
+            converted=Count("pk", filter=Q(conversions__gt=0)),
+            errored=Count("pk", filter=Q(model_errors__gt=0)),
+            adopted=Count("pk", filter=Q(ran_assigned_model=True)),
             value_total=Sum("value_sum"),
             value_squares=Sum(F("value_sum") * F("value_sum")),
             **label_counts,
@@ -71,24 +99,6 @@ def arm_sufficient_statistics(*, rollout: Rollout, outcome_labels: tuple[str, ..
             labels={label: row[f"label_{index}"] for index, label in enumerate(outcome_labels)},
         )
     return result
-
-
-def exposure_counts_for_srm(*, rollout: Rollout) -> dict[str, dict[str, int]]:
-    """Devices first exposed in the current stage, per SDK version and arm.
-
-    Only those were assigned under the current shares; devices from earlier stages keep the
-    arm they had, so counting them would raise a false alarm after every stage change.
-    """
-    since = rollout.stage_started_at or rollout.started_at
-    rows = (
-        Exposure.objects.filter(rollout=rollout, first_exposed_at__gte=since)
-        .values("sdk_version", "arm")
-        .annotate(n=Count("id"))
-    )
-    counts: dict[str, dict[str, int]] = {}
-    for row in rows:
-        counts.setdefault(row["sdk_version"], {})[row["arm"]] = row["n"]
-    return counts
 
 
 def analysis_latest(*, rollout: Rollout) -> Analysis | None:

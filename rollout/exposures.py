@@ -17,10 +17,12 @@ from functools import cache
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models.functions import Collate
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .models import Exposure
+from .signals import exposures_changed
 
 logger = logging.getLogger(__name__)
 
@@ -109,17 +111,40 @@ def baseline_confirmation_note(*, rollout_id: str, device_id: str):
     )
 
 
-def _exposures_upsert(rows: list[dict]) -> None:
-    """Insert new exposures; move a device to a new arm only when the note is newer."""
+def device_lock_order():
+    """Device ids in code-point order, as Python sorts them: the order rows are locked in.
+
+    (Device ids are printable ASCII; PostgreSQL's default collation would order them otherwise.)
+    """
+    if connection.vendor == "postgresql":
+        return Collate("device_id", "C")
+    return "device_id"
+
+
+def _latest_notes(rows: list[dict]) -> list[dict]:
+    """The newest note of each (rollout, device), in lock order: device, then rollout.
+
+    Every writer of exposure rows (this upsert, attribution, a lowered share) locks them in
+    that order, so two of them never wait for each other in a cycle.
+    """
     latest: dict[tuple, dict] = {}
     for row in sorted(rows, key=lambda r: r["at"]):
-        latest[(row["rollout_id"], row["device_id"])] = row
-    if not latest:
+        latest[(row["device_id"], row["rollout_id"])] = row
+    return [latest[key] for key in sorted(latest)]
+
+
+def _exposures_upsert(rows: list[dict]) -> None:
+    """Insert new exposures; move a device to a new arm only when the note is newer.
+
+    Rows are one note per (rollout, device), in lock order. Data derived from a device's
+    arm is told (`exposures_changed`) while the rows are still locked.
+    """
+    if not rows:
         return
     fields = {f.name: f for f in Exposure._meta.fields}
     table = Exposure._meta.db_table
     values = []
-    for row in latest.values():
+    for row in rows:
         at = parse_datetime(row["at"]) if isinstance(row["at"], str) else row["at"]
         values.extend(
             [
@@ -133,7 +158,7 @@ def _exposures_upsert(rows: list[dict]) -> None:
                 True,
             ]
         )
-    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(latest))
+    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
     sql = (
         f"INSERT INTO {table} (rollout_id, device_id, arm, bucket, sdk_version, "
         f"first_exposed_at, arm_since, comparable) VALUES {placeholders} "
@@ -144,6 +169,11 @@ def _exposures_upsert(rows: list[dict]) -> None:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
+    by_rollout: dict[str, list[str]] = {}
+    for row in rows:
+        by_rollout.setdefault(str(row["rollout_id"]), []).append(row["device_id"])
+    for rollout_id, device_ids in by_rollout.items():
+        exposures_changed.send(sender=Exposure, rollout_id=rollout_id, device_ids=device_ids)
 
 
 def _confirmations_apply(rows: list[dict]) -> None:
@@ -163,7 +193,7 @@ def ledger_write(rows: list[dict]) -> None:
     """Write notes to the database: exposures first, so a confirmation finds its exposure."""
     with transaction.atomic():
         # Chunks keep each statement's parameters well under the databases' limits.
-        exposures = [r for r in rows if r["kind"] == EXPOSE]
+        exposures = _latest_notes([r for r in rows if r["kind"] == EXPOSE])
         for start in range(0, len(exposures), 1000):
             _exposures_upsert(exposures[start : start + 1000])
         _confirmations_apply([r for r in rows if r["kind"] == CONFIRM])

@@ -20,10 +20,11 @@ from .allocation import (
     plan_segments,
     validate_stages,
 )
-from .exposures import exposure_buffer_flush
+from .exposures import device_lock_order, exposure_buffer_flush
 from .guardrails import InvalidGuardrail, guardrails_parse
 from .hashing import new_salt
 from .models import ACTIVE_STATES, Exposure, Rollout, RolloutArm, RolloutEvent, RolloutState
+from .signals import exposures_changed
 
 ARM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -335,6 +336,20 @@ def rollout_promote(
     )  # fmt: skip
 
 
+def _exposures_mark_not_comparable(exposures) -> None:
+    """Mark exposures as no longer comparable, locking them in the ledger's lock order first
+    (device, then rollout; see rollout.exposures) so that attribution, which locks the same
+    rows in that order, never deadlocks with this."""
+    rollout_ids = set(
+        exposures.order_by(device_lock_order(), "rollout_id")
+        .select_for_update(no_key=True)
+        .values_list("rollout_id", flat=True)
+    )
+    exposures.update(comparable=False)
+    for rollout_id in rollout_ids:
+        exposures_changed.send(sender=Exposure, rollout_id=str(rollout_id), device_ids=None)
+
+
 def rollout_set_share(
     *, rollout: Rollout, arm: str, share: int, actor: str, reason: str = "", expected_revision=None
 ):
@@ -358,11 +373,14 @@ def rollout_set_share(
         if share < target.share:
             # Exposures still buffered in Redis must be in the ledger to be marked.
             exposure_buffer_flush()
-            Exposure.objects.filter(
-                rollout=locked,
-                bucket__gte=target.segment_start + share,
-                bucket__lt=target.segment_start + target.share,
-            ).update(comparable=False)
+            _exposures_mark_not_comparable(
+                Exposure.objects.filter(
+                    rollout=locked,
+                    bucket__gte=target.segment_start + share,
+                    bucket__lt=target.segment_start + target.share,
+                    comparable=True,
+                )
+            )
         target.share = share
         target.stage_index = max(
             (i for i, stage in enumerate(target.stages) if stage <= share), default=-1

@@ -3,15 +3,20 @@
 import threading
 import uuid
 from datetime import timedelta
+from importlib import import_module
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection, connections
+from django.db.models import Exists, OuterRef
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from experiments import attribution
 from experiments.attribution import events_attribute, ledger_catch_up
 from experiments.ingest import EventBatch, EventRow, events_write
 from experiments.models import DeviceOutcome, OutcomeEvent
+from experiments.selectors import arm_sufficient_statistics, exposure_counts
 from rollout import services
 from rollout.cache import assignment_cache
 from rollout.exposures import exposure_buffer_flush
@@ -460,3 +465,204 @@ def test_events_attribute_task__buffered_exposure__flushed_and_counted(sdk_setup
 
     row = outcome_of(rollout, "IDFV-3")
     assert (row["arm"], row["events"], row["value_sum"]) == ("challenger-1", 1, 2.5)
+
+
+# ------------------------------------------------------- outcome rows follow the ledger
+
+
+def ledger_reference(rollout, labels=()) -> dict:
+    """Per-arm statistics the slow way: outcome rows checked against the ledger one by one."""
+    current = Exposure.objects.filter(
+        rollout=rollout, device_id=OuterRef("device_id"), arm=OuterRef("arm"), comparable=True
+    )
+    counted = DeviceOutcome.objects.filter(rollout=rollout).filter(Exists(current))
+    exposed = exposure_counts(rollout=rollout).comparable
+    reference = {}
+    for arm, n in exposed.items():
+        rows = [row for row in counted if row.arm == arm]
+        reference[arm] = {
+            "n": n,
+            "reporting": len(rows),
+            "converted": sum(1 for r in rows if r.conversions > 0),
+            "errored": sum(1 for r in rows if r.model_errors > 0),
+            "adopted": sum(1 for r in rows if r.ran_assigned_model),
+            "value_total": float(sum(r.value_sum for r in rows)),
+            "value_squares": float(sum(r.value_sum * r.value_sum for r in rows)),
+            "labels": {
+                label: sum(1 for r in rows if label in r.outcome_counts) for label in labels
+            },
+        }
+    return reference
+
+
+def assert_rows_name_current_arms(rollout):
+    exposures = {
+        e.device_id: (e.arm, e.comparable) for e in Exposure.objects.filter(rollout=rollout)
+    }
+    for row in DeviceOutcome.objects.filter(rollout=rollout):
+        assert exposures[row.device_id] == (row.arm, True), row.device_id
+
+
+def reported_and_attributed(setup, devices, since):
+    for index, device in enumerate(devices):
+        outcome = "Purchased" if index % 3 == 0 else "Dismissed"
+        report(setup, device, outcome=outcome, at=since + timedelta(minutes=1), value=1.0 + index)
+    assert events_attribute() == len(devices)
+
+
+def test_share_grows__moved_devices_rows_deleted_others_kept(sdk_setup):
+    rollout = start_rollout(sdk_setup, stages=(10, 50))
+    devices = [f"device-{i}" for i in range(300)]
+    before = expose(sdk_setup, devices)
+    since = timezone.now() - timedelta(hours=1)
+    backdate(rollout, since)
+    reported_and_attributed(sdk_setup, devices, since)
+    assert DeviceOutcome.objects.filter(rollout=rollout).count() == 300
+
+    rollout = services.rollout_advance(rollout=rollout, actor="test")
+    after = expose(sdk_setup, devices)
+
+    moved = {d for d in devices if before[d] != after[d]}
+    assert moved and all(before[d] == "baseline" for d in moved)
+    rows = set(DeviceOutcome.objects.filter(rollout=rollout).values_list("device_id", flat=True))
+    assert rows == set(devices) - moved
+    assert_rows_name_current_arms(rollout)
+    labels = ("Purchased",)
+    exposed = exposure_counts(rollout=rollout).comparable
+    assert arm_sufficient_statistics(
+        rollout=rollout, exposed=exposed, outcome_labels=labels
+    ) == ledger_reference(rollout, labels)
+
+
+def test_share_lowered__rows_of_devices_no_longer_comparable_deleted(sdk_setup):
+    rollout = start_rollout(sdk_setup, stages=(50,))
+    devices = [f"device-{i}" for i in range(300)]
+    expose(sdk_setup, devices)
+    since = timezone.now() - timedelta(hours=1)
+    backdate(rollout, since)
+    reported_and_attributed(sdk_setup, devices, since)
+
+    services.rollout_set_share(rollout=rollout, arm="challenger-1", share=1000, actor="test")
+
+    not_comparable = set(
+        Exposure.objects.filter(rollout=rollout, comparable=False).values_list(
+            "device_id", flat=True
+        )
+    )
+    assert not_comparable
+    rows = set(DeviceOutcome.objects.filter(rollout=rollout).values_list("device_id", flat=True))
+    assert rows == set(devices) - not_comparable
+    assert_rows_name_current_arms(rollout)
+    exposed = exposure_counts(rollout=rollout).comparable
+    assert arm_sufficient_statistics(rollout=rollout, exposed=exposed) == ledger_reference(rollout)
+
+
+def test_exposure_counts__one_scan__comparable_per_arm_and_this_stage_per_sdk(running):
+    rollout = running["rollout"]
+    stage_start = timezone.now()
+    Rollout.objects.filter(pk=rollout.pk).update(stage_started_at=stage_start)
+    rollout.refresh_from_db()
+    earlier = exposure_counts(rollout=rollout)  # the fixture's devices, exposed before
+    assert earlier.this_stage == {}
+    assert set(earlier.comparable) == {"baseline", "challenger-1"}
+    later = stage_start + timedelta(seconds=1)
+    Exposure.objects.bulk_create(
+        Exposure(
+            rollout=rollout, device_id=f"new-{i}", arm="challenger-1", bucket=0,
+            sdk_version="1.4.0", first_exposed_at=later, arm_since=later, comparable=i % 2 == 0,
+        )
+        for i in range(4)
+    )  # fmt: skip
+
+    counts = exposure_counts(rollout=rollout)
+
+    assert counts.comparable == {
+        "baseline": earlier.comparable["baseline"],
+        "challenger-1": earlier.comparable["challenger-1"] + 2,
+    }
+    assert counts.this_stage == {"1.4.0": {"challenger-1": 4}}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_attribute__device_moves_meanwhile__its_row_never_names_the_old_arm(sdk_setup, monkeypatch):
+    assert connection.vendor == "postgresql"
+    rollout = start_rollout(sdk_setup, stages=(10, 50))
+    devices = [f"device-{i}" for i in range(200)]
+    before = expose(sdk_setup, devices)
+    since = timezone.now() - timedelta(hours=1)
+    backdate(rollout, since)
+    rollout = services.rollout_advance(rollout=rollout, actor="test")
+    assignment_cache.clear()
+    doc = assignment_cache.app_for_key(sdk_setup["key"])
+    moving = []
+    for device in devices:  # polled at 50 %: the notes wait in the Redis buffer
+        body = device_assignments(
+            doc, device_id=device, sdk=(1, 5, 0), sdk_text="1.5.0", base_url="http://testserver/"
+        )
+        if body["models"][0]["rollout"]["arm"] != before[device]:
+            moving.append(device)
+    assert moving
+    for device in moving:  # happened while they were still on the baseline
+        report(sdk_setup, device, at=since + timedelta(minutes=1))
+
+    read, resume, flushed = threading.Event(), threading.Event(), threading.Event()
+    original = attribution._device_outcomes_locked
+
+    def paused(pairs):
+        read.set()  # the exposures are read: hold on before writing the outcome rows
+        resume.wait(10)
+        return original(pairs)
+
+    monkeypatch.setattr(attribution, "_device_outcomes_locked", paused)
+    errors = []
+
+    def in_thread(target, done=None):
+        def run():
+            try:
+                target()
+            except Exception as error:
+                errors.append(error)
+            finally:
+                connections.close_all()
+                if done is not None:
+                    done.set()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    attributing = in_thread(events_attribute)
+    assert read.wait(10)
+    flushing = in_thread(exposure_buffer_flush, done=flushed)
+    moved_meanwhile = flushed.wait(1.5)  # the flush must wait for the attribution's locks
+    resume.set()
+    attributing.join(30)
+    flushing.join(30)
+
+    assert errors == []
+    assert not moved_meanwhile
+    assert set(
+        Exposure.objects.filter(rollout=rollout, device_id__in=moving).values_list("arm", flat=True)
+    ) == {"challenger-1"}
+    assert_rows_name_current_arms(rollout)
+    assert not DeviceOutcome.objects.filter(rollout=rollout, device_id__in=moving).exists()
+
+
+def test_migration_0003__rows_naming_another_arm_or_not_comparable_deleted(running):
+    rollout = running["rollout"]
+    since = running["since"]
+    report(running, running["b"], at=since + timedelta(minutes=1))
+    report(running, running["c"], at=since + timedelta(minutes=1))
+    events_attribute()
+    Exposure.objects.filter(device_id=running["b"]).update(arm="challenger-1")  # stale now
+    discard_stale = import_module(
+        "experiments.migrations.0003_discard_stale_device_outcomes"
+    ).discard_stale
+
+    discard_stale(django_apps, None)
+
+    rows = DeviceOutcome.objects.filter(rollout=rollout).values_list("device_id", flat=True)
+    assert list(rows) == [running["c"]]
+    Exposure.objects.filter(device_id=running["c"]).update(comparable=False)
+    discard_stale(django_apps, None)
+    assert not DeviceOutcome.objects.exists()
