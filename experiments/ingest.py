@@ -8,9 +8,10 @@ Contract (CONTRACT.md, `POST /api/v1/sdk/events`):
   RETURNING event_id` per chunk (`events_write`): the unique constraint arbitrates between
   retries, even concurrent ones, so an event is accepted exactly once and every later copy is
   a duplicate.
-- Events with nothing to attribute them to (no active or recently rolled-back rollout on the
-  flow, or a device whose SDK cannot run the rollout's models) are written as attributed
-  already, so the attribution job never looks at them.
+- Events no rollout can count are written as attributed already, so the attribution job never
+  looks at them: the flow has no active rollout the device's SDK can run, and the event
+  happened after the flow's last rollout ended (`countable_until`). Late events of an ended
+  rollout still go to attribution.
 """
 
 import json
@@ -20,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 
@@ -309,16 +311,22 @@ class _FlowIds:
 flow_ids = _FlowIds()
 
 
-def nothing_to_attribute(flow: FlowDoc, sdk: SdkVersion) -> bool:
-    """Whether no rollout can ever count this device's events of this flow (as of the snapshot).
+_ANY_TIME = datetime.min.replace(tzinfo=UTC)
 
-    True when the flow has no active rollout, or the device's SDK cannot run the rollout's
-    models (it is never exposed), and no recently rolled-back rollout may still claim late
-    events.
+
+def countable_until(flow: FlowDoc, sdk: SdkVersion, skew: timedelta) -> datetime | None:
+    """The time after which no rollout can count this device's events of this flow (as of the
+    snapshot), or None when any of them may count (a rollout is active and can run here).
+
+    Events after it are stored as attributed already, so the attribution job never looks at
+    them. An ended rollout (completed or rolled back) still counts the events that happened
+    before its end, give or take the clock skew, however late they arrive.
     """
-    if flow.rolled_back:
-        return False
-    return flow.rollout is None or not flow.rollout.runs_on(sdk)
+    if flow.rollout is not None and flow.rollout.runs_on(sdk):
+        return None
+    if flow.last_ended_at is None:
+        return _ANY_TIME
+    return flow.last_ended_at + skew
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,7 +551,8 @@ def events_ingest(
     ids = flow_ids.for_doc(doc) if validated.events else {}
     rows = []
     rejected = list(validated.rejected)
-    settled = {name: nothing_to_attribute(flow, sdk) for name, flow in doc.flows.items()}
+    skew = timedelta(seconds=settings.EVENT_CLOCK_SKEW_SECONDS)
+    until = {name: countable_until(flow, sdk, skew) for name, flow in doc.flows.items()}
     for event in validated.events:
         flow_pk = ids.get(event.flow.name)
         if flow_pk is None:  # renamed or deleted since the snapshot was built
@@ -555,7 +564,8 @@ def events_ingest(
             EventRow(
                 event_id=event.event_id,
                 flow_id=flow_pk,
-                attributed=settled[event.flow.name],
+                attributed=until[event.flow.name] is not None
+                and event.occurred_at > until[event.flow.name],
                 outcome=event.outcome,
                 occurred_at=event.occurred_at,
                 model_id=event.model_id,

@@ -12,6 +12,7 @@ Contract:
 """
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from .allocation import BASELINE, ArmAllocation, arm_for_bucket
 from .hashing import bucket as bucket_of
@@ -64,6 +65,9 @@ class FlowDoc:
     rollout: RolloutDoc | None = None
     # Rollouts rolled back recently: polls confirm that their devices have the baseline again.
     rolled_back: tuple[RolloutDoc, ...] = field(default=())
+    # When the flow's latest rollout ended (completed or rolled back): events that happened
+    # before then may still count for it, however late they arrive.
+    last_ended_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from registry.models import BaselineChange, Flow, ModelVersion
@@ -12,7 +12,7 @@ from registry.sdk_versions import parse_sdk_version
 
 from .allocation import ArmAllocation, Segment
 from .assignment import ArmDoc, FlowDoc, ModelEntry, RolloutDoc
-from .models import ACTIVE_STATES, Rollout, RolloutState
+from .models import ACTIVE_STATES, ENDED_STATES, Rollout, RolloutState
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,12 @@ def app_doc_build(app_id) -> AppDoc:
         .prefetch_related("arms__model_version")
     )
     active = {r.flow_id: r for r in rollouts if r.state in ACTIVE_STATES}
+    last_ended = dict(
+        Rollout.objects.filter(flow__app_id=app_id, state__in=ENDED_STATES)
+        .values("flow_id")
+        .annotate(at=Max("ended_at"))
+        .values_list("flow_id", "at")
+    )
     rolled_back: dict = {}
     for rollout in rollouts:
         if rollout.state == RolloutState.ROLLED_BACK:
@@ -110,6 +116,7 @@ def app_doc_build(app_id) -> AppDoc:
             fallbacks=tuple(fallbacks),
             rollout=_rollout_doc(active[flow.pk]) if flow.pk in active else None,
             rolled_back=tuple(_rollout_doc(r) for r in rolled_back.get(flow.pk, [])),
+            last_ended_at=last_ended.get(flow.pk),
         )
     ended = [r.ended_at for r in rollouts if r.state == RolloutState.ROLLED_BACK and r.ended_at]
     return AppDoc(

@@ -335,6 +335,30 @@ def test_attribute__rolled_back_rollout__counts_only_events_before_the_end(runni
     assert outcome_of(running["rollout"], running["c"])["events"] == 1
 
 
+def test_attribute__completed_rollout__late_event_from_before_the_end_counted(running, client):
+    rollout = services.rollout_promote(rollout=running["rollout"], actor="test")
+    ended = rollout.ended_at
+    late = {
+        "id": str(uuid.uuid4()),
+        "flow": "onboarding_upsell",
+        "outcome": "Purchased",
+        "ts": (ended - timedelta(minutes=10)).isoformat(),
+    }
+    assignment_cache.clear()
+    response = client.post(
+        "/api/v1/sdk/events",
+        data={"device_id": running["c"], "sdk_version": "1.5.0", "events": [late]},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {running['key']}",
+    )
+    assert response.json()["accepted"] == 1
+
+    assert events_attribute() == 1
+
+    assert OutcomeEvent.objects.get().arm == "challenger-1"
+    assert outcome_of(rollout, running["c"])["conversions"] == 1
+
+
 def test_attribute__event_before_rollout_started__settled_at_once(running):
     started = running["rollout"].started_at
     report(running, running["b"], at=started - SKEW - timedelta(hours=1))

@@ -359,6 +359,26 @@ def test_events__sdk_too_old_for_rollout__stored_as_attributed(client, sdk_setup
     assert OutcomeEvent.objects.get().attributed is True
 
 
+@pytest.mark.parametrize("end", ["promote", "rollback"])
+def test_events__rollout_ended__events_before_the_end_left_for_attribution(client, sdk_setup, end):
+    rollout = start_rollout(sdk_setup)
+    post(client, sdk_setup["key"], [])  # exposed while it ran
+    ended = getattr(rollout_services, f"rollout_{end}")(rollout=rollout, actor="test").ended_at
+    skew = timedelta(seconds=300)  # EVENT_CLOCK_SKEW_SECONDS
+    before = an_event(ts=(ended - timedelta(hours=2)).isoformat())
+    within_skew = an_event(ts=(ended + skew - timedelta(seconds=5)).isoformat())
+    after = an_event(ts=(ended + skew + timedelta(seconds=5)).isoformat())
+
+    post(client, sdk_setup["key"], [before, within_skew, after])
+
+    attributed = dict(OutcomeEvent.objects.values_list("event_id", "attributed"))
+    assert attributed == {
+        uuid.UUID(before["id"]): False,
+        uuid.UUID(within_skew["id"]): False,
+        uuid.UUID(after["id"]): True,
+    }
+
+
 def test_events__steady_state__one_insert_per_batch(client, sdk_setup, django_assert_num_queries):
     start_rollout(sdk_setup)
     post(client, sdk_setup["key"], [an_event()])  # warm-up: snapshot, flow ids, exposure noted
