@@ -9,7 +9,7 @@ from django.utils.translation import ngettext
 
 from controlplane.admin_mixins import ReadOnlyAdmin
 
-from .alerts import channel_backfill
+from .alerts import channel_backfill, channel_disable_pending
 from .models import Alert, AlertChannel, AlertDelivery, Analysis
 
 
@@ -23,7 +23,20 @@ class AlertChannelAdmin(admin.ModelAdmin):
         # A channel that starts receiving the app's alerts (new, enabled again, or moved to
         # another app) also gets the recent ones it missed.
         starts = obj.enabled and (not change or {"enabled", "app"} & set(form.changed_data))
+        # A channel disabled stops receiving at once: its pending deliveries are cancelled.
+        stops = change and not obj.enabled and "enabled" in form.changed_data
         super().save_model(request, obj, form, change)
+        if stops and (count := channel_disable_pending(channel=obj)):
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d pending alert to this channel was cancelled.",
+                    "%(count)d pending alerts to this channel were cancelled.",
+                    count,
+                )
+                % {"count": count},
+                messages.SUCCESS,
+            )
         if starts and (count := channel_backfill(channel=obj)):
             self.message_user(
                 request,

@@ -9,6 +9,7 @@ from urllib.error import URLError
 from django.conf import settings
 from django.core.mail import mail_admins, send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from rollout.models import Rollout
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 WEBHOOK_TIMEOUT_SECONDS = 10
+CANCELLED_ERROR = "Not sent: the channel was disabled."
 
 
 def alert_raise(
@@ -62,13 +64,16 @@ def channel_backfill(*, channel: AlertChannel, now: datetime | None = None) -> i
     """Give an enabled channel the app's recent alerts it has not received; return how many.
 
     Call it when a channel is created or enabled again. "Recent" is the last
-    ALERT_BACKFILL_HOURS (0 turns backfilling off). The deliveries are created now and queued
-    once the caller's transaction commits; a second call creates nothing twice.
+    ALERT_BACKFILL_HOURS (0 turns backfilling off). The channel gets a delivery of each recent
+    alert it has none of, and its deliveries of recent alerts cancelled when it was disabled
+    are pending again. Both are queued once the caller's transaction commits; a second call
+    creates and queues nothing twice.
     """
     if not channel.enabled or settings.ALERT_BACKFILL_HOURS <= 0:
         return 0
     now = now or timezone.now()
     since = now - timedelta(hours=settings.ALERT_BACKFILL_HOURS)
+    revived_ids = _cancelled_revive(channel=channel, since=since)
     alert_ids = _backfill_missing(channel=channel, since=since)
 
     def dispatch():
@@ -78,16 +83,37 @@ def channel_backfill(*, channel: AlertChannel, now: datetime | None = None) -> i
         late = _backfill_missing(channel=fresh, since=since) if fresh else []
         _deliveries_enqueue(
             AlertDelivery.objects.filter(
+                Q(alert_id__in=[*alert_ids, *late]) | Q(pk__in=revived_ids),
                 channel_id=channel.pk,
-                alert_id__in=[*alert_ids, *late],
                 status=DeliveryStatus.PENDING,
             )
         )
 
     transaction.on_commit(dispatch, robust=True)
-    if alert_ids:
-        logger.info("alert.backfill channel=%s alerts=%s", channel.pk, len(alert_ids))
-    return len(alert_ids)
+    count = len(alert_ids) + len(revived_ids)
+    if count:
+        logger.info(
+            "alert.backfill channel=%s alerts=%s cancelled_resumed=%s",
+            channel.pk,
+            count,
+            len(revived_ids),
+        )
+    return count
+
+
+def channel_disable_pending(*, channel: AlertChannel) -> int:
+    """Cancel the channel's pending deliveries, as it was disabled; return how many.
+
+    Call it when a channel is disabled, in the same transaction. A cancelled delivery is
+    neither sent nor retried; enabling the channel again (channel_backfill) makes those of
+    recent alerts pending again. A delivery being sent right now is waited for, and stays sent.
+    """
+    count = AlertDelivery.objects.filter(channel=channel, status=DeliveryStatus.PENDING).update(
+        status=DeliveryStatus.CANCELLED, last_error=CANCELLED_ERROR
+    )
+    if count:
+        logger.info("alert.channel_disabled channel=%s cancelled=%s", channel.pk, count)
+    return count
 
 
 def _enabled_channels(app_id) -> list[AlertChannel]:
@@ -111,6 +137,23 @@ def _backfill_missing(*, channel: AlertChannel, since: datetime) -> list[int]:
     )
     _deliveries_create(alerts=alerts, channels=[channel])
     return [alert.pk for alert in alerts]
+
+
+def _cancelled_revive(*, channel: AlertChannel, since: datetime) -> list[int]:
+    """Make the channel's cancelled deliveries of the app's alerts since `since` pending; ids."""
+    cancelled = AlertDelivery.objects.filter(
+        channel=channel,
+        status=DeliveryStatus.CANCELLED,
+        alert__rollout__flow__app_id=channel.app_id,
+        alert__created_at__gte=since,
+    )
+    with transaction.atomic():
+        # Locked, so a concurrent backfill waits and then finds them pending: none counted twice.
+        ids = list(cancelled.select_for_update(of=("self",)).values_list("pk", flat=True))
+        AlertDelivery.objects.filter(pk__in=ids).update(
+            status=DeliveryStatus.PENDING, last_error=""
+        )
+    return ids
 
 
 def _deliveries_enqueue(deliveries) -> None:
@@ -184,20 +227,27 @@ def _send(delivery: AlertDelivery) -> None:
 
 
 def alert_delivery_attempt(*, delivery_id: int) -> str:
-    """Try one delivery; return its status afterwards ("sent", "failed" or "pending").
+    """Try one delivery; return its status afterwards ("sent", "failed", "pending", "cancelled").
 
     The row stays locked while sending, so two workers never send the same delivery at once,
-    and a sent delivery is never sent again.
+    and a sent delivery is never sent again. A delivery whose channel has been disabled is
+    cancelled instead, without counting an attempt.
     """
     with transaction.atomic():
         delivery = (
-            AlertDelivery.objects.select_for_update(skip_locked=True)
+            AlertDelivery.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("alert", "channel")
             .filter(pk=delivery_id)
             .first()
         )
         if delivery is None or delivery.status != DeliveryStatus.PENDING:
             return delivery.status if delivery else DeliveryStatus.SENT
+        if not delivery.channel.enabled:
+            delivery.status = DeliveryStatus.CANCELLED
+            delivery.last_error = CANCELLED_ERROR
+            delivery.save(update_fields=["status", "last_error"])
+            logger.info("alert.delivery_cancelled delivery=%s", delivery.pk)
+            return delivery.status
         delivery.attempts += 1
         try:
             _send(delivery)

@@ -154,6 +154,7 @@ class DeliveryStatus(models.TextChoices):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    CANCELLED = "cancelled", "Cancelled (channel disabled)"
 
 
 class AlertDelivery(models.Model):

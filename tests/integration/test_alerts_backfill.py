@@ -1,5 +1,6 @@
 """Alerts nobody received: a channel created or enabled later gets the recent ones it missed,
-and an alert of an app with no channel goes to the site admins."""
+and an alert of an app with no channel goes to the site admins. A channel disabled gets
+nothing more: its pending deliveries are cancelled, and resumed if it is enabled again."""
 
 import logging
 from datetime import timedelta
@@ -327,3 +328,212 @@ def test_no_channel__no_admin_mail_before_commit(running, settings):
     raise_alert(running, "k1")  # the test's transaction never commits
 
     assert mail.outbox == []
+
+
+def channel_form(channel, **changes):
+    """The admin change form of `channel` as it is, with `changes`; enabled only when true."""
+    form = {
+        "app": channel.app_id,
+        "name": channel.name,
+        "kind": channel.kind,
+        "target": channel.target,
+        **changes,
+    }
+    if form.pop("enabled", channel.enabled):
+        form["enabled"] = "on"
+    return form
+
+
+def test_disabled_channel__pending_delivery_attempted__cancelled_not_sent(
+    running, webhook_receiver
+):
+    channel = hook(running, webhook_receiver.url)
+    raise_alert(running, "k1")  # the test's transaction never commits: the delivery waits
+    delivery = AlertDelivery.objects.get()
+    AlertDelivery.objects.filter(pk=delivery.pk).update(attempts=2, last_error="HTTPError: 500")
+    AlertChannel.objects.filter(pk=channel.pk).update(enabled=False)
+
+    status = alerts.alert_delivery_attempt(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert status == DeliveryStatus.CANCELLED
+    assert (delivery.status, delivery.attempts, delivery.sent_at) == ("cancelled", 2, None)
+    assert delivery.last_error == "Not sent: the channel was disabled."
+    assert webhook_receiver.received == []
+
+
+def test_disabled_email_channel__task_not_retried__nothing_mailed(running):
+    from experiments.tasks import alert_deliver
+
+    channel = AlertChannel.objects.create(
+        app=running.flow.app, name="mail", kind="email", target="a@example.com"
+    )
+    raise_alert(running, "k1")
+    AlertChannel.objects.filter(pk=channel.pk).update(enabled=False)
+
+    with mock.patch.object(alert_deliver, "retry") as retry:
+        result = alert_deliver.apply(args=[AlertDelivery.objects.get().pk])
+
+    assert result.get() == DeliveryStatus.CANCELLED
+    retry.assert_not_called()
+    assert mail.outbox == []
+    assert AlertDelivery.objects.get().attempts == 0
+
+
+def test_admin__channel_disabled__pending_cancelled_with_message_sent_untouched(
+    running, admin_client, webhook_receiver, django_capture_on_commit_callbacks
+):
+    channel = hook(running, webhook_receiver.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        raise_alert(running, "sent-before")
+    raise_alert(running, "pending-1")  # not committed: pending, as if in retry backoff
+    raise_alert(running, "pending-2")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"{CHANNELS_URL}{channel.pk}/change/", channel_form(channel, enabled=False), follow=True
+        )
+
+    assert "2 pending alerts to this channel were cancelled." in [
+        str(message) for message in response.context["messages"]
+    ]
+    statuses = dict(AlertDelivery.objects.values_list("alert__key", "status"))
+    assert statuses == {"sent-before": "sent", "pending-1": "cancelled", "pending-2": "cancelled"}
+    assert AlertDelivery.objects.get(alert__key="sent-before").last_error == ""
+    assert [body["key"] for body in webhook_receiver.received] == ["sent-before"]
+
+
+def test_admin__channel_disabled_with_nothing_pending__no_message(
+    running, admin_client, webhook_receiver
+):
+    channel = hook(running, webhook_receiver.url)
+
+    response = admin_client.post(
+        f"{CHANNELS_URL}{channel.pk}/change/", channel_form(channel, enabled=False), follow=True
+    )
+
+    assert not any("cancelled" in str(message) for message in response.context["messages"])
+    channel.refresh_from_db()
+    assert channel.enabled is False
+
+
+def test_admin__disabled_channel_edited__nothing_cancelled(running, admin_client, webhook_receiver):
+    channel = hook(running, webhook_receiver.url, enabled=False)
+
+    with mock.patch("experiments.admin.channel_disable_pending") as disable:
+        admin_client.post(
+            f"{CHANNELS_URL}{channel.pk}/change/", channel_form(channel, name="renamed")
+        )
+
+    channel.refresh_from_db()
+    assert channel.name == "renamed"
+    disable.assert_not_called()
+
+
+def test_disabled_channel__only_its_pending_deliveries_cancelled(running, webhook_receiver):
+    channel = hook(running, webhook_receiver.url)
+    other = AlertChannel.objects.create(
+        app=running.flow.app, name="mail", kind="email", target="a@example.com"
+    )
+    raise_alert(running, "k1")
+
+    assert alerts.channel_disable_pending(channel=channel) == 1
+
+    assert AlertDelivery.objects.get(channel=channel).status == DeliveryStatus.CANCELLED
+    assert AlertDelivery.objects.get(channel=other).status == DeliveryStatus.PENDING
+
+
+def test_admin__channel_enabled_again__cancelled_delivery_sent_once(
+    running, admin_client, webhook_receiver, django_capture_on_commit_callbacks
+):
+    channel = hook(running, webhook_receiver.url)
+    raise_alert(running, "cancelled")  # not committed: pending
+    admin_client.post(f"{CHANNELS_URL}{channel.pk}/change/", channel_form(channel, enabled=False))
+    assert AlertDelivery.objects.get().status == DeliveryStatus.CANCELLED
+    with django_capture_on_commit_callbacks(execute=True):
+        raise_alert(running, "while-disabled")
+    assert webhook_receiver.received == []
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"{CHANNELS_URL}{channel.pk}/change/", channel_form(channel, enabled=True), follow=True
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alerts.channel_backfill(channel=channel) == 0  # a second save resends nothing
+
+    assert "Sending 2 alerts of the last 24 hours to this channel." in [
+        str(message) for message in response.context["messages"]
+    ]
+    assert sorted(body["key"] for body in webhook_receiver.received) == [
+        "cancelled",
+        "while-disabled",
+    ]
+    delivery = AlertDelivery.objects.get(alert__key="cancelled")
+    assert (delivery.status, delivery.attempts, delivery.last_error) == ("sent", 1, "")
+
+
+def test_backfill__cancelled_delivery_older_than_the_window__stays_cancelled(
+    running, webhook_receiver, settings, django_capture_on_commit_callbacks
+):
+    settings.ALERT_BACKFILL_HOURS = 6
+    channel = hook(running, webhook_receiver.url)
+    raise_alert(running, "old", hours_ago=7)
+    raise_alert(running, "recent", hours_ago=5)
+    AlertChannel.objects.filter(pk=channel.pk).update(enabled=False)
+    assert alerts.channel_disable_pending(channel=channel) == 2
+    channel.enabled = True
+    channel.save()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        count = alerts.channel_backfill(channel=channel)
+
+    assert count == 1
+    statuses = dict(AlertDelivery.objects.values_list("alert__key", "status"))
+    assert statuses == {"old": "cancelled", "recent": "sent"}
+    assert AlertDelivery.objects.get(alert__key="old").last_error == (
+        "Not sent: the channel was disabled."
+    )
+    assert [body["key"] for body in webhook_receiver.received] == ["recent"]
+
+
+def test_backfill__cancelled_delivery_of_channel_moved_to_another_app__stays_cancelled(
+    running, webhook_receiver
+):
+    from registry import services
+
+    channel = hook(running, webhook_receiver.url)
+    raise_alert(running, "k1")
+    alerts.channel_disable_pending(channel=channel)
+    channel.app = services.app_create(name="Other", bundle_identifiers=["com.example.other"])
+    channel.save()
+
+    assert alerts.channel_backfill(channel=channel) == 0
+    assert AlertDelivery.objects.get().status == DeliveryStatus.CANCELLED
+
+
+def test_redeliver__cancelled_deliveries_not_queued_again(running, webhook_receiver):
+    from experiments.tasks import alerts_redeliver
+
+    channel = hook(running, webhook_receiver.url)
+    raise_alert(running, "cancelled")
+    alerts.channel_disable_pending(channel=channel)
+    raise_alert(running, "pending")
+    pending = AlertDelivery.objects.get(alert__key="pending")
+
+    with mock.patch("experiments.tasks.alert_deliver.delay") as delay:
+        alerts_redeliver()
+
+    delay.assert_called_once_with(pending.pk)
+
+
+def test_admin__alerts_show_cancelled_deliveries(running, admin_client, webhook_receiver):
+    channel = hook(running, webhook_receiver.url)
+    alert = raise_alert(running, "k1")
+    alerts.channel_disable_pending(channel=channel)
+
+    listing = admin_client.get("/admin/experiments/alert/")
+    page = admin_client.get(f"/admin/experiments/alert/{alert.pk}/change/")
+
+    assert "on-call: cancelled" in listing.content.decode()
+    assert "Cancelled (channel disabled)" in page.content.decode()
+    assert "Not sent: the channel was disabled." in page.content.decode()

@@ -127,3 +127,43 @@ def test_alert_webhook__sent_once__never_sent_again(running, webhook_receiver):
 
     assert (first, second) == (DeliveryStatus.SENT, DeliveryStatus.SENT)
     assert webhook_receiver.received == [{"text": "Rolled back\nwhy", "decision": "rollback"}]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_alert_delivery__its_alert_row_locked_by_another_delivery__still_sent(
+    running, webhook_receiver
+):
+    # Two channels of one alert are sent by two workers at once: each locks its delivery row
+    # only, so neither skips the other's as if it were being sent.
+    channel = AlertChannel.objects.create(
+        app=running.flow.app, name="hook", kind="webhook", target=webhook_receiver.url
+    )
+    alert = Alert.objects.create(
+        rollout=running, key="k", kind="rollback", title="Rolled back", text="why", payload={}
+    )
+    delivery = AlertDelivery.objects.create(alert=alert, channel=channel)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_alert_and_channel():
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                Alert.objects.select_for_update().get(pk=alert.pk)
+                AlertChannel.objects.select_for_update().get(pk=channel.pk)
+                locked.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_alert_and_channel)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        status = alerts.alert_delivery_attempt(delivery_id=delivery.pk)
+    finally:
+        release.set()
+        holder.join(10)
+
+    assert status == DeliveryStatus.SENT
+    assert len(webhook_receiver.received) == 1
