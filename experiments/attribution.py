@@ -18,8 +18,12 @@ Contract:
   stays unattributed until `EVENT_ATTRIBUTION_PATIENCE_SECONDS` after it was received, and is
   then settled with no rollout. Every other event is settled at once, counted or not.
 - Exactly once: each batch locks its events (`FOR UPDATE SKIP LOCKED`), so concurrent runs take
-  different events; their device rows are locked in a fixed order, merged in Python and written
+  different events; the exposures of their devices are locked (in the ledger's order), which
+  serialises every writer of those devices' rows; the rows are merged in Python and written
   back in the same transaction as the events are marked. A rerun finds nothing to do.
+- Events are mostly counted as they arrive (`experiments.ingest`, with `RolloutTerms.counts`
+  and the same locks); this job takes the rest: events whose exposure was still buffered, and
+  those only an ended rollout can count.
 - Queries per batch are few and do not grow with events (only with chunks of thousands).
 """
 
@@ -59,7 +63,7 @@ class _Event:
     id: int
     flow_id: uuid.UUID
     device_id: str
-    model_id: uuid.UUID | None
+    model_id: str | None
     outcome: str
     value: float | None
     occurred_at: datetime
@@ -67,23 +71,36 @@ class _Event:
 
 
 @dataclass(frozen=True)
-class _Rollout:
+class RolloutTerms:
+    """A rollout as attribution sees it: when it ran, its window, and what counts."""
+
     id: uuid.UUID
     flow_id: uuid.UUID
     started_at: datetime | None
-    ended_at: datetime | None
+    ended_at: datetime | None  # None while it runs
     window: timedelta
     positive_label: str
-    arm_models: dict[str, uuid.UUID | None]
+    arm_models: dict[str, str | None]  # arm → the model id it serves (text)
 
     def covers(self, moment: datetime, skew: timedelta) -> bool:
         if self.started_at is not None and moment < self.started_at - skew:
             return False
         return self.ended_at is None or moment <= self.ended_at + skew
 
+    def counts(self, moment: datetime, exposure: tuple[str, datetime, bool], skew) -> bool:
+        """Whether an outcome at `moment` counts for the arm of this exposure of the device."""
+        _, arm_since, comparable = exposure
+        return (
+            comparable
+            and self.covers(moment, skew)
+            and arm_since - skew <= moment <= arm_since + self.window
+        )
+
 
 @dataclass
 class _Tally:
+    """Outcomes of one device in one arm, to add to its stored row."""
+
     arm: str
     events: int = 0
     conversions: int = 0
@@ -93,7 +110,8 @@ class _Tally:
     outcome_counts: dict[str, int] = field(default_factory=dict)
     last_event_at: datetime | None = None
 
-    def add(self, event: _Event, rollout: _Rollout) -> None:
+    def add(self, event, rollout: RolloutTerms) -> None:
+        """Add an event (anything with outcome, value, model_id as text, occurred_at)."""
         self.events += 1
         if rollout.positive_label and event.outcome == rollout.positive_label:
             self.conversions += 1
@@ -123,6 +141,17 @@ class _Tally:
             self.last_event_at = row["last_event_at"]
 
 
+def _tally_add(tallies: dict, key: tuple, arm: str, event, rollout: RolloutTerms) -> None:
+    tally = tallies.get(key)
+    if tally is None or tally.arm != arm:
+        tally = tallies[key] = _Tally(arm=arm)
+    tally.add(event, rollout)
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
 def _chunks(items: list, size: int = CHUNK):
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -144,10 +173,13 @@ def _events_locked(after: tuple[datetime, int] | None, size: int) -> list[_Event
         .select_for_update(skip_locked=True)
         .values_list(*_EVENT_FIELDS)[:size]
     )
-    return [_Event(*row) for row in rows]
+    return [
+        _Event(pk, flow_id, device_id, _text(model_id), outcome, value, occurred_at, received_at)
+        for pk, flow_id, device_id, model_id, outcome, value, occurred_at, received_at in rows
+    ]
 
 
-def _rollouts_for(events: list[_Event], skew: timedelta) -> dict[uuid.UUID, list[_Rollout]]:
+def _rollouts_for(events: list[_Event], skew: timedelta) -> dict[uuid.UUID, list[RolloutTerms]]:
     """Per flow: its active rollouts and those that ended after the oldest event, newest first."""
     flow_ids = {event.flow_id for event in events}
     oldest = min(event.occurred_at for event in events)
@@ -168,17 +200,17 @@ def _rollouts_for(events: list[_Event], skew: timedelta) -> dict[uuid.UUID, list
     )
     if not rows:
         return {}
-    arm_models: dict[uuid.UUID, dict[str, uuid.UUID | None]] = {
-        row[0]: {BASELINE: row[5]} for row in rows
+    arm_models: dict[uuid.UUID, dict[str, str | None]] = {
+        row[0]: {BASELINE: _text(row[5])} for row in rows
     }
     for rollout_id, name, model_id in RolloutArm.objects.filter(
         rollout_id__in=list(arm_models)
     ).values_list("rollout_id", "name", "model_version_id"):
-        arm_models[rollout_id][name] = model_id
-    by_flow: dict[uuid.UUID, list[_Rollout]] = defaultdict(list)
+        arm_models[rollout_id][name] = _text(model_id)
+    by_flow: dict[uuid.UUID, list[RolloutTerms]] = defaultdict(list)
     for rollout_id, flow_id, started, ended, state, _, hours, label in rows:
         by_flow[flow_id].append(
-            _Rollout(
+            RolloutTerms(
                 id=rollout_id,
                 flow_id=flow_id,
                 started_at=started,
@@ -215,57 +247,35 @@ def _exposures_locked(
 # --------------------------------------------------------------------------- writing
 
 
-def _device_outcomes_locked(pairs: list[tuple[uuid.UUID, str, str]]) -> dict[tuple, dict]:
-    """Make sure each (rollout, device) has a row, lock them all in a fixed order, return them.
+def _device_outcomes_read(pairs: list[tuple[uuid.UUID, str]]) -> dict[tuple, dict]:
+    """The stored rows of these (rollout, device) pairs, those that exist.
 
-    Creating missing rows first means every row exists before it is locked, so two runs that
-    reach the same new device serialise on it instead of both inserting from nothing.
+    No lock of their own: every writer of a device's row holds its exposure row locked
+    (`_exposures_locked`, or the ledger's own writes), so under that lock the row is as the
+    last writer committed it and stays so until this transaction ends.
     """
-    table = connection.ops.quote_name(DeviceOutcome._meta.db_table)
-    prepared_empty = DeviceOutcome._meta.get_field("outcome_counts").get_db_prep_save(
-        {}, connection
-    )
-    with connection.cursor() as cursor:
-        for chunk in _chunks(pairs, CHUNK // 4):
-            values = ", ".join(["(%s, %s, %s, 0, 0, 0.0, 0, %s, %s, NULL)"] * len(chunk))
-            params = []
-            for rollout_id, device_id, arm in chunk:
-                params += [_uuid_param(rollout_id), device_id, arm, False, prepared_empty]
-            cursor.execute(
-                f"INSERT INTO {table} (rollout_id, device_id, arm, events, conversions, "
-                "value_sum, model_errors, ran_assigned_model, outcome_counts, last_event_at) "
-                f"VALUES {values} ON CONFLICT (rollout_id, device_id) DO NOTHING",
-                params,
-            )
     by_rollout: dict[uuid.UUID, list[str]] = defaultdict(list)
-    for rollout_id, device_id, _ in pairs:
+    for rollout_id, device_id in pairs:
         by_rollout[rollout_id].append(device_id)
     stored = {}
     for rollout_id, devices in sorted(by_rollout.items()):
         for chunk in _chunks(devices):
-            for row in (
-                DeviceOutcome.objects.filter(rollout_id=rollout_id, device_id__in=chunk)
-                .order_by(device_lock_order())
-                .select_for_update()
-                .values(
-                    "rollout_id",
-                    "device_id",
-                    "arm",
-                    "events",
-                    "conversions",
-                    "value_sum",
-                    "model_errors",
-                    "ran_assigned_model",
-                    "outcome_counts",
-                    "last_event_at",
-                )
+            for row in DeviceOutcome.objects.filter(
+                rollout_id=rollout_id, device_id__in=chunk
+            ).values(
+                "rollout_id",
+                "device_id",
+                "arm",
+                "events",
+                "conversions",
+                "value_sum",
+                "model_errors",
+                "ran_assigned_model",
+                "outcome_counts",
+                "last_event_at",
             ):
                 stored[(row["rollout_id"], row["device_id"])] = row
     return stored
-
-
-def _uuid_param(value: uuid.UUID):
-    return DeviceOutcome._meta.get_field("rollout").get_db_prep_save(value, connection)
 
 
 def _device_outcomes_write(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None:
@@ -314,6 +324,18 @@ def _device_outcomes_write(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None
                 f"ON CONFLICT (rollout_id, device_id) DO UPDATE SET {updates}",
                 params,
             )
+
+
+def _tallies_store(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None:
+    """Add tallies to the devices' stored rows. The caller holds the devices' exposure rows
+    locked (`_exposures_locked`), in the same transaction."""
+    if not tallies:
+        return
+    stored = _device_outcomes_read(sorted(tallies))
+    for key, tally in tallies.items():
+        if key in stored:
+            tally.merge(stored[key])
+    _device_outcomes_write(tallies)
 
 
 def _events_mark(settled: dict[tuple[uuid.UUID | None, str], list[int]]) -> None:
@@ -373,24 +395,16 @@ def _attribute_batch(events: list[_Event], now: datetime) -> int:
         ]
         if candidates[event.id] and not exposed and event.received_at > now - patience:
             continue  # its exposure may still be buffered: look again later
-        for rollout, (arm, arm_since, comparable) in exposed:
-            if comparable and arm_since - skew <= event.occurred_at <= arm_since + rollout.window:
-                key = (rollout.id, event.device_id)
-                tally = tallies.get(key)
-                if tally is None or tally.arm != arm:
-                    tally = tallies[key] = _Tally(arm=arm)
-                tally.add(event, rollout)
+        for rollout, exposure in exposed:
+            if rollout.counts(event.occurred_at, exposure, skew):
+                arm = exposure[0]
+                _tally_add(tallies, (rollout.id, event.device_id), arm, event, rollout)
                 settled[(rollout.id, arm)].append(event.id)
                 break
         else:
             settled[(None, "")].append(event.id)
 
-    if tallies:
-        stored = _device_outcomes_locked([(r, d, t.arm) for (r, d), t in sorted(tallies.items())])
-        for key, tally in tallies.items():
-            if key in stored:
-                tally.merge(stored[key])
-        _device_outcomes_write(tallies)
+    _tallies_store(tallies)
     _events_mark(settled)
     return sum(len(ids) for ids in settled.values())
 

@@ -1,20 +1,19 @@
 """
-Outcome events from devices: validation of a batch with partial acceptance, and its bulk write.
+Outcome events from devices: validation of a batch with partial acceptance, and its write.
 
 Contract (CONTRACT.md, `POST /api/v1/sdk/events`):
 - Each event is checked on its own (`events_validate`); an invalid one is reported by index and
   never costs its valid neighbours their place. A repeated id inside one batch counts once.
-- The valid events are written in one `INSERT ... ON CONFLICT (app_id, event_id) DO NOTHING
-  RETURNING event_id` per chunk (`events_write`): the unique constraint arbitrates between
-  retries, even concurrent ones, so an event is accepted exactly once and every later copy is
-  a duplicate.
+- The valid events are written in one statement per batch (`event_store.events_write`), which
+  stores each event id once per app, even under concurrent retries. While a flow has an active
+  rollout, its events are counted for the device's arm in the same transaction
+  (`arrival.events_write_counted`).
 - Events no rollout can count are written as attributed already, so the attribution job never
   looks at them: the flow has no active rollout the device's SDK can run, and the event
   happened after the flow's last rollout ended (`countable_until`). Late events of an ended
   rollout still go to attribution.
 """
 
-import json
 import math
 import re
 import uuid
@@ -22,14 +21,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections
 from django.utils import timezone
 
 from registry.models import Flow
 from rollout.assignment import FlowDoc, SdkVersion
 from rollout.documents import AppDoc
 
-from .models import MODEL_ERROR, OutcomeEvent
+from .arrival import events_write_counted, rollout_terms_of
+from .attribution import RolloutTerms
+from .event_store import EventBatch, EventRow, events_write
+from .models import MODEL_ERROR
 
 MAX_EVENTS = 1000
 MAX_BODY_BYTES = 1024 * 1024
@@ -39,8 +40,6 @@ MAX_SIGNAL_NAME_CHARS = 100
 MAX_SIGNAL_TEXT_CHARS = 200
 MAX_FUTURE = timedelta(days=1)
 MAX_AGE = timedelta(days=90)
-# Rows per INSERT: SQLite binds 14 parameters per row (its limit is 32 766); PostgreSQL one.
-WRITE_CHUNK = 1000
 
 
 @dataclass(slots=True)
@@ -329,213 +328,6 @@ def countable_until(flow: FlowDoc, sdk: SdkVersion, skew: timedelta) -> datetime
     return flow.last_ended_at + skew
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One event's own values, as stored."""
-
-    event_id: str  # canonical UUID text
-    flow_id: uuid.UUID
-    attributed: bool  # True: nothing can ever count it, so attribution never looks at it
-    outcome: str
-    occurred_at: datetime  # aware
-    model_id: str | None = None
-    value: float | None = None
-    signals: dict | None = None
-
-
-@dataclass(frozen=True)
-class EventBatch:
-    """The events of one request, ready to write: what they share, and each one's own values."""
-
-    app_id: str | uuid.UUID
-    device_id: str
-    sdk_version: str
-    received_at: datetime
-    events: list[EventRow]
-
-
-# Each event's own columns, with their short keys in the JSON records of `_postgresql_insert`.
-_OWN = (
-    ("event_id", "e"),
-    ("model_id", "m"),
-    ("outcome", "o"),
-    ("value", "v"),
-    ("occurred_at", "t"),
-    ("signals", "s"),
-)
-# Columns that usually hold one value down a batch: parameters then, record keys otherwise.
-_USUALLY_SHARED = (("flow", "f"), ("attributed", "a"))
-_COLUMNS = (
-    "app",
-    "event_id",
-    "flow",
-    "device_id",
-    "sdk_version",
-    "model_id",
-    "outcome",
-    "value",
-    "occurred_at",
-    "received_at",
-    "signals",
-    "attributed",
-    "rollout",
-    "arm",
-)
-_CAST_TYPES: dict[str, dict[str, str]] = {}
-
-
-def _cast_types(db) -> dict[str, str]:
-    """Each column's SQL type as its field casts to it; the same for every connection of a
-    vendor, and computed once (it is not free)."""
-    casts = _CAST_TYPES.get(db.vendor)
-    if casts is None:
-        meta = OutcomeEvent._meta
-        casts = {name: meta.get_field(name).cast_db_type(db) for name in _COLUMNS}
-        _CAST_TYPES[db.vendor] = casts
-    return casts
-
-
-def _record(row: EventRow, shared: tuple[str, ...]) -> dict:
-    """An event's JSON record; a missing key reads as NULL, so empty values are left out."""
-    record = {"e": row.event_id, "o": row.outcome, "t": row.occurred_at.isoformat()}
-    if row.model_id is not None:
-        record["m"] = row.model_id
-    if row.value is not None:
-        record["v"] = row.value
-    if row.signals is not None:
-        record["s"] = row.signals
-    if "flow" not in shared:
-        record["f"] = str(row.flow_id)
-        record["a"] = row.attributed
-    return record
-
-
-def _postgresql_insert(batch: EventBatch, rows: list[EventRow], db, target: str, conflict: str):
-    """The statement and its parameters: what the events share is one parameter each, and
-    their own values travel as one JSON array of records that `jsonb_to_recordset` turns
-    into the columns' own types (each field's `cast_db_type`).
-
-    One short statement instead of a VALUES list of 14 placeholders per row, which made the
-    driver quote ~700 values in Python; the records' short keys keep the JSON small to write
-    and to parse.
-    """
-    casts = _cast_types(db)
-    first = rows[0]
-    shared: tuple[str, ...] = ()
-    if all(r.flow_id == first.flow_id and r.attributed == first.attributed for r in rows):
-        shared = ("flow", "attributed")
-    values = {
-        "app": ("%s", str(batch.app_id)),
-        "device_id": ("%s", batch.device_id),
-        "sdk_version": ("%s", batch.sdk_version),
-        "received_at": ("%s", batch.received_at.isoformat()),
-        "rollout": ("NULL", None),
-        "arm": ("''", None),
-    }
-    if shared:
-        values["flow"] = ("%s", str(first.flow_id))
-        values["attributed"] = ("%s", first.attributed)
-    keys = dict(_OWN if shared else _OWN + _USUALLY_SHARED)
-    selected, params = [], []
-    for name in _COLUMNS:
-        if name in values:
-            sql, param = values[name]
-            if sql == "%s":
-                selected.append(f"%s::{casts[name]}")
-                params.append(param)
-            else:
-                selected.append(f"{sql}::{casts[name]}")
-        else:
-            selected.append(f"r.{keys[name]}")
-    types = ", ".join(f"{key} {casts[name]}" for name, key in keys.items())
-    params.append(json.dumps([_record(r, shared) for r in rows], separators=(",", ":")))
-    sql = (
-        f"{target} SELECT {', '.join(selected)} "
-        f"FROM jsonb_to_recordset(%s::jsonb) AS r({types}) {conflict}"
-    )
-    return sql, params
-
-
-def _values_insert(batch: EventBatch, rows: list[EventRow], fields: dict, db, target, conflict):
-    """The statement for other databases (SQLite >= 3.24): a multi-row VALUES list of values
-    prepared by each field (`get_db_prep_save`: a missing JSON value is SQL NULL)."""
-    params = []
-    for row in rows:
-        values = {
-            "app": batch.app_id,
-            "event_id": row.event_id,
-            "flow": row.flow_id,
-            "device_id": batch.device_id,
-            "sdk_version": batch.sdk_version,
-            "model_id": row.model_id,
-            "outcome": row.outcome,
-            "value": row.value,
-            "occurred_at": row.occurred_at,
-            "received_at": batch.received_at,
-            "signals": row.signals,
-            "attributed": row.attributed,
-            "rollout": None,
-            "arm": "",
-        }
-        params += [fields[name].get_db_prep_save(values[name], db) for name in _COLUMNS]
-    placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
-    return f"{target} VALUES {', '.join([placeholder] * len(rows))} {conflict}", params
-
-
-def _insert_cursor(db):
-    """On PostgreSQL, a cursor that sends parameters apart from the statement, so psycopg
-    prepares the insert once per connection: the database then skips parsing and planning
-    it, a fifth of its work per batch. (Django's own cursors bind on the client, which suits
-    everything else.) Wrapped like Django's, so it is logged and its errors translated.
-    """
-    if db.vendor != "postgresql":
-        return db.cursor()
-    from django.db.backends.postgresql.base import ServerBindingCursor
-
-    db.close_if_health_check_failed()
-    db.ensure_connection()
-    raw = ServerBindingCursor(db.connection)
-    return db.make_debug_cursor(raw) if db.queries_logged else db.make_cursor(raw)
-
-
-def events_write(batch: EventBatch) -> int:
-    """Insert a batch's events, skipping ids the app already has; return how many were new.
-
-    One `INSERT ... ON CONFLICT (app, event_id) DO NOTHING` per `WRITE_CHUNK` events, whose
-    row count is the events inserted: the unique constraint arbitrates between retries, even
-    concurrent ones. On PostgreSQL the events travel as one JSON parameter
-    (`_postgresql_insert`); preparing each value with its field's `get_db_prep_save` took a
-    third of the endpoint's CPU, and the typing happens in the database anyway.
-    """
-    if not batch.events:
-        return 0
-    if batch.received_at.utcoffset() is None:
-        raise ValueError("outcome event times must be aware datetimes")
-    db = connections[DEFAULT_DB_ALIAS]
-    meta = OutcomeEvent._meta
-    fields = {name: meta.get_field(name) for name in _COLUMNS}
-    quote = db.ops.quote_name
-    target = (
-        f"INSERT INTO {quote(meta.db_table)} "
-        f"({', '.join(quote(field.column) for field in fields.values())})"
-    )
-    conflict = (
-        f"ON CONFLICT ({quote(fields['app'].column)}, {quote(fields['event_id'].column)}) "
-        "DO NOTHING"
-    )
-    inserted = 0
-    with _insert_cursor(db) as cursor:
-        for start in range(0, len(batch.events), WRITE_CHUNK):
-            rows = batch.events[start : start + WRITE_CHUNK]
-            if db.vendor == "postgresql":
-                sql, params = _postgresql_insert(batch, rows, db, target, conflict)
-            else:
-                sql, params = _values_insert(batch, rows, fields, db, target, conflict)
-            cursor.execute(sql, params)
-            inserted += cursor.rowcount
-    return inserted
-
-
 def events_ingest(
     doc: AppDoc,
     *,
@@ -553,6 +345,7 @@ def events_ingest(
     rejected = list(validated.rejected)
     skew = timedelta(seconds=settings.EVENT_CLOCK_SKEW_SECONDS)
     until = {name: countable_until(flow, sdk, skew) for name, flow in doc.flows.items()}
+    terms: dict[uuid.UUID, RolloutTerms] = {}
     for event in validated.events:
         flow_pk = ids.get(event.flow.name)
         if flow_pk is None:  # renamed or deleted since the snapshot was built
@@ -560,6 +353,8 @@ def events_ingest(
                 Rejection(event.index, "unknown_flow", f"This app has no flow '{event.flow.name}'.")
             )
             continue
+        if until[event.flow.name] is None and flow_pk not in terms:
+            terms[flow_pk] = rollout_terms_of(event.flow, flow_pk)
         rows.append(
             EventRow(
                 event_id=event.event_id,
@@ -576,7 +371,8 @@ def events_ingest(
     batch = EventBatch(
         app_id=doc.app_id, device_id=device_id, sdk_version=sdk_text, received_at=now, events=rows
     )
-    accepted = events_write(batch)
+    counted_now = bool(terms)  # a rollout may count them: count them as they arrive
+    accepted = events_write_counted(batch, terms, skew) if counted_now else events_write(batch)
     rejected.sort(key=lambda r: r.index)
     return IngestResult(
         accepted=accepted,

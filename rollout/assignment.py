@@ -47,6 +47,7 @@ class RolloutDoc:
     salt: str
     baseline: ModelEntry | None
     arms: tuple[ArmDoc, ...]
+    started_at: datetime | None = None
 
     def runs_on(self, sdk: SdkVersion) -> bool:
         models = [arm.model for arm in self.arms]
@@ -68,6 +69,10 @@ class FlowDoc:
     # When the flow's latest rollout ended (completed or rolled back): events that happened
     # before then may still count for it, however late they arrive.
     last_ended_at: datetime | None = None
+    # How outcomes count (see experiments.attribution): the label of a conversion, and the
+    # hours after entering an arm within which an outcome counts for it.
+    positive_label: str = ""
+    attribution_window_hours: int = 72
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ def _rollout_doc(rollout: Rollout) -> RolloutDoc:
         salt=rollout.salt,
         baseline=model_entry(rollout.baseline),
         arms=arms,
+        started_at=rollout.started_at,
     )
 
 
@@ -117,6 +118,8 @@ def app_doc_build(app_id) -> AppDoc:
             rollout=_rollout_doc(active[flow.pk]) if flow.pk in active else None,
             rolled_back=tuple(_rollout_doc(r) for r in rolled_back.get(flow.pk, [])),
             last_ended_at=last_ended.get(flow.pk),
+            positive_label=flow.positive_label,
+            attribution_window_hours=flow.attribution_window_hours,
         )
     ended = [r.ended_at for r in rollouts if r.state == RolloutState.ROLLED_BACK and r.ended_at]
     return AppDoc(

@@ -104,6 +104,12 @@ def exposure_note(*, rollout_id: str, device_id: str, arm: str, bucket: int, sdk
     )
 
 
+def exposure_remember_recorded(*, rollout_id: str, device_id: str, arm: str) -> None:
+    """The ledger holds this device in this arm already (read from the database just now):
+    a note of the same would change nothing, so the device's next answers skip it."""
+    remembered.remember(EXPOSE, rollout_id, device_id, arm)
+
+
 def baseline_confirmation_note(*, rollout_id: str, device_id: str):
     _note(
         CONFIRM,

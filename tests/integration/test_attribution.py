@@ -1,5 +1,6 @@
 """Attribution: outcome events become per-device outcomes of rollout arms, exactly once."""
 
+import random
 import threading
 import uuid
 from datetime import timedelta
@@ -9,12 +10,13 @@ import pytest
 from django.apps import apps as django_apps
 from django.db import connection, connections
 from django.db.models import Exists, OuterRef
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from experiments import attribution
 from experiments.attribution import events_attribute, ledger_catch_up
-from experiments.ingest import EventBatch, EventRow, events_write
+from experiments.event_store import EventBatch, EventRow, events_write
 from experiments.models import DeviceOutcome, OutcomeEvent
 from experiments.selectors import arm_sufficient_statistics, exposure_counts
 from rollout import services
@@ -630,14 +632,14 @@ def test_attribute__device_moves_meanwhile__its_row_never_names_the_old_arm(sdk_
         report(sdk_setup, device, at=since + timedelta(minutes=1))
 
     read, resume, flushed = threading.Event(), threading.Event(), threading.Event()
-    original = attribution._device_outcomes_locked
+    original = attribution._device_outcomes_read
 
     def paused(pairs):
         read.set()  # the exposures are read: hold on before writing the outcome rows
         resume.wait(10)
         return original(pairs)
 
-    monkeypatch.setattr(attribution, "_device_outcomes_locked", paused)
+    monkeypatch.setattr(attribution, "_device_outcomes_read", paused)
     errors = []
 
     def in_thread(target, done=None):
@@ -690,3 +692,137 @@ def test_migration_0003__rows_naming_another_arm_or_not_comparable_deleted(runni
     Exposure.objects.filter(device_id=running["c"]).update(comparable=False)
     discard_stale(django_apps, None)
     assert not DeviceOutcome.objects.exists()
+
+
+# ------------------------------------------------- counted on arrival = counted by the job
+
+
+def outcome_rows(rollout) -> dict[str, tuple]:
+    return {
+        row.device_id: (
+            row.arm, row.events, row.conversions, round(row.value_sum, 9), row.model_errors,
+            row.ran_assigned_model, row.outcome_counts, row.last_event_at,
+        )
+        for row in DeviceOutcome.objects.filter(rollout=rollout)
+    }  # fmt: skip
+
+
+def random_events(rng, since, models) -> list[dict]:
+    events = []
+    for _ in range(rng.randint(1, 12)):
+        event = {
+            "id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "flow": "onboarding_upsell",
+            "outcome": rng.choice(["Purchased", "Dismissed", "Dismissed", "model_error"]),
+            # Before the start, inside the 1-hour window, and after it.
+            "ts": (since + timedelta(minutes=rng.uniform(-20, 100))).isoformat(),
+            "model_id": rng.choice(models),
+        }
+        if rng.random() < 0.5:
+            event["value"] = round(rng.uniform(0, 10), 2)
+        events.append(event)
+    return events
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_counted_on_arrival__same_rows_as_the_attribution_job(sdk_setup, client, settings, seed):
+    settings.EVENT_ATTRIBUTION_PATIENCE_SECONDS = 0
+    rng = random.Random(seed)
+    sdk_setup["flow"].attribution_window_hours = 1
+    sdk_setup["flow"].save()
+    rollout = start_rollout(sdk_setup)
+    exposed = [f"device-{i}" for i in range(25)]
+    expose(sdk_setup, exposed)
+    since = timezone.now() - timedelta(hours=2)
+    backdate(rollout, since)
+    models = [None, str(sdk_setup["baseline"].pk), str(sdk_setup["challenger"].pk)]
+    sent = 0
+    for device in [*exposed, "never-polled-1", "never-polled-2"]:
+        events = random_events(rng, since, models)
+        for batch in (events, events[: len(events) // 2]):  # the second: a partial re-send
+            assignment_cache.clear()
+            response = client.post(
+                "/api/v1/sdk/events",
+                data={"device_id": device, "sdk_version": "1.5.0", "events": batch},
+                content_type="application/json",
+                HTTP_AUTHORIZATION=f"Bearer {sdk_setup['key']}",
+            )
+            sent += response.json()["accepted"]
+    counted_on_arrival = OutcomeEvent.objects.filter(rollout=rollout).count()
+    events_attribute()  # the rest: outside the window, or never exposed
+    on_arrival = outcome_rows(rollout)
+
+    OutcomeEvent.objects.update(attributed=False, rollout=None, arm="")
+    DeviceOutcome.objects.all().delete()
+    events_attribute()
+
+    assert OutcomeEvent.objects.count() == sent
+    assert 0 < counted_on_arrival < sent
+    assert OutcomeEvent.objects.filter(rollout=rollout).count() == counted_on_arrival
+    assert outcome_rows(rollout) == on_arrival
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counted_on_arrival__concurrent_senders_and_job__every_event_counted_once(sdk_setup):
+    rollout = start_rollout(sdk_setup)
+    devices = list(expose(sdk_setup, [f"device-{i}" for i in range(8)]))
+    since = timezone.now() - timedelta(hours=1)
+    backdate(rollout, since)
+    for device in devices:  # some arrived before: left to the job
+        report(sdk_setup, device, at=since + timedelta(minutes=1), value=1.0)
+    batches = [
+        (device, [an_event(since + timedelta(minutes=2)) for _ in range(10)])
+        for device in devices
+        for _ in range(6)
+    ]
+    batches += batches[::3]  # re-sent
+    senders_done = threading.Event()
+    errors = []
+
+    def send(share):
+        try:
+            client = Client(HTTP_AUTHORIZATION=f"Bearer {sdk_setup['key']}")
+            for device, events in share:
+                body = {"device_id": device, "sdk_version": "1.5.0", "events": events}
+                response = client.post("/api/v1/sdk/events", body, content_type="application/json")
+                assert response.status_code == 200
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    def attribute():
+        try:
+            while not senders_done.is_set():
+                events_attribute(batch=7)
+            events_attribute()
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    senders = [threading.Thread(target=send, args=(batches[i::3],)) for i in range(3)]
+    job = threading.Thread(target=attribute)
+    for thread in [*senders, job]:
+        thread.start()
+    for thread in senders:
+        thread.join(120)
+    senders_done.set()
+    job.join(120)
+
+    assert errors == []
+    stored = OutcomeEvent.objects.count()
+    assert stored == len(devices) * (1 + 6 * 10)
+    assert OutcomeEvent.objects.filter(attributed=False).count() == 0
+    rows = DeviceOutcome.objects.filter(rollout=rollout)
+    assert sum(row.events for row in rows) == stored
+    assert {row.events for row in rows} == {1 + 6 * 10}
+
+
+def an_event(at) -> dict:
+    return {
+        "id": str(uuid.uuid4()),
+        "flow": "onboarding_upsell",
+        "outcome": "Dismissed",
+        "ts": at.isoformat(),
+    }

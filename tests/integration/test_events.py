@@ -12,7 +12,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from experiments.models import OutcomeEvent
+from experiments.models import DeviceOutcome, OutcomeEvent
 from registry import services as registry_services
 from rollout import services as rollout_services
 from rollout.cache import assignment_cache
@@ -322,6 +322,24 @@ def test_events__flow_without_rollout__stored_as_attributed(client, sdk_setup):
     assert OutcomeEvent.objects.get().attributed is True
 
 
+def test_events__running_rollout_exposure_in_ledger__counted_as_they_arrive(client, sdk_setup):
+    rollout = start_rollout(sdk_setup)
+    arm = post(client, sdk_setup["key"], [], device_id="IDFV-7").json()["assignments"]
+    arm = arm["models"][0]["rollout"]["arm"]
+    exposure_buffer_flush()
+    events = [an_event(), an_event(outcome="Dismissed", value=None)]
+
+    first = post(client, sdk_setup["key"], events, device_id="IDFV-7")
+    again = post(client, sdk_setup["key"], [*events, an_event(value=1.0)], device_id="IDFV-7")
+
+    assert (first.json()["accepted"], again.json()["accepted"]) == (2, 1)
+    stored = OutcomeEvent.objects.values_list("attributed", "rollout_id", "arm").distinct()
+    assert list(stored) == [(True, rollout.pk, arm)]
+    row = DeviceOutcome.objects.get(rollout=rollout, device_id="IDFV-7")
+    assert (row.arm, row.events, row.conversions, row.value_sum) == (arm, 3, 2, 5.99)
+    assert row.outcome_counts == {"Purchased": 2, "Dismissed": 1}
+
+
 def test_events__running_rollout__left_for_attribution_and_exposure_noted(client, sdk_setup):
     rollout = start_rollout(sdk_setup)
 
@@ -379,24 +397,33 @@ def test_events__rollout_ended__events_before_the_end_left_for_attribution(clien
     }
 
 
-def test_events__steady_state__one_insert_per_batch(client, sdk_setup, django_assert_num_queries):
+def test_events__steady_state__two_statements_per_batch(
+    client, sdk_setup, django_assert_num_queries
+):
     start_rollout(sdk_setup)
     post(client, sdk_setup["key"], [an_event()])  # warm-up: snapshot, flow ids, exposure noted
+    exposure_buffer_flush()
+    post(client, sdk_setup["key"], [an_event()])  # the device's outcome row exists
     body = {
         "device_id": "IDFV-1",
         "sdk_version": "1.5.0",
         "events": [an_event() for _ in range(50)],
     }
 
-    with django_assert_num_queries(1) as captured:
+    with django_assert_num_queries(2) as captured:
         response = client.post(
             URL, data=json.dumps(body), content_type="application/json",
             HTTP_AUTHORIZATION=f"Bearer {sdk_setup['key']}",
         )  # fmt: skip
 
     assert response.json()["accepted"] == 50
-    assert captured.captured_queries[0]["sql"].startswith('INSERT INTO "experiments_outcomeevent"')
-    assert "ON CONFLICT" in captured.captured_queries[0]["sql"]
+    exposure, write = (q["sql"] for q in captured.captured_queries)
+    assert exposure.startswith("SELECT") and "FROM rollout_exposure" in exposure
+    assert "FOR NO KEY UPDATE" in write
+    assert "INSERT INTO experiments_outcomeevent" in write and "ON CONFLICT" in write
+    assert "INSERT INTO experiments_deviceoutcome" in write
+    # The warm-up's event came before the exposure was in the ledger: left to the job.
+    assert DeviceOutcome.objects.get(device_id="IDFV-1").events == 51
 
 
 # --------------------------------------------------------------------------- bounds and errors
