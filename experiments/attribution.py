@@ -110,8 +110,7 @@ class _Tally:
     outcome_counts: dict[str, int] = field(default_factory=dict)
     last_event_at: datetime | None = None
 
-    def add(self, event, rollout: RolloutTerms) -> None:
-        """Add an event (anything with outcome, value, model_id as text, occurred_at)."""
+    def add(self, event: _Event, rollout: RolloutTerms) -> None:
         self.events += 1
         if rollout.positive_label and event.outcome == rollout.positive_label:
             self.conversions += 1
@@ -141,7 +140,7 @@ class _Tally:
             self.last_event_at = row["last_event_at"]
 
 
-def _tally_add(tallies: dict, key: tuple, arm: str, event, rollout: RolloutTerms) -> None:
+def _tally_add(tallies: dict, key: tuple, arm: str, event: _Event, rollout: RolloutTerms) -> None:
     tally = tallies.get(key)
     if tally is None or tally.arm != arm:
         tally = tallies[key] = _Tally(arm=arm)
