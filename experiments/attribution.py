@@ -46,6 +46,17 @@ BATCH = 5000  # events per transaction
 CHUNK = 2000  # values per IN (...) list or multi-row statement: under SQLite's variable limit
 BASELINE = "baseline"
 
+# A device's stored outcomes in one rollout (`DeviceOutcome`), besides its keys.
+_OUTCOME_FIELDS = (
+    "arm",
+    "events",
+    "conversions",
+    "value_sum",
+    "model_errors",
+    "ran_assigned_model",
+    "outcome_counts",
+    "last_event_at",
+)
 _EVENT_FIELDS = (
     "id",
     "flow_id",
@@ -261,18 +272,7 @@ def _device_outcomes_read(pairs: list[tuple[uuid.UUID, str]]) -> dict[tuple, dic
         for chunk in _chunks(devices):
             for row in DeviceOutcome.objects.filter(
                 rollout_id=rollout_id, device_id__in=chunk
-            ).values(
-                "rollout_id",
-                "device_id",
-                "arm",
-                "events",
-                "conversions",
-                "value_sum",
-                "model_errors",
-                "ran_assigned_model",
-                "outcome_counts",
-                "last_event_at",
-            ):
+            ).values("rollout_id", "device_id", *_OUTCOME_FIELDS):
                 stored[(row["rollout_id"], row["device_id"])] = row
     return stored
 
@@ -280,19 +280,7 @@ def _device_outcomes_read(pairs: list[tuple[uuid.UUID, str]]) -> dict[tuple, dic
 def _device_outcomes_write(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None:
     """Write the merged totals back: one multi-row upsert per chunk (the rows exist and are ours)."""
     meta = DeviceOutcome._meta
-    names = (
-        "rollout",
-        "device_id",
-        "arm",
-        "events",
-        "conversions",
-        "value_sum",
-        "model_errors",
-        "ran_assigned_model",
-        "outcome_counts",
-        "last_event_at",
-    )
-    fields = [meta.get_field(name) for name in names]
+    fields = [meta.get_field(name) for name in ("rollout", "device_id", *_OUTCOME_FIELDS)]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     updates = ", ".join(f"{quote(f.column)} = excluded.{quote(f.column)}" for f in fields[2:])
