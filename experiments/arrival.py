@@ -32,7 +32,14 @@ from rollout.exposures import exposure_remember_recorded
 from rollout.models import Exposure
 
 from .attribution import RolloutTerms
-from .event_store import EventBatch, EventRow, events_write, fast_cursor, own_record
+from .event_store import (
+    EventBatch,
+    EventRow,
+    events_write,
+    fast_cursor,
+    own_record,
+    own_record_columns,
+)
 from .models import MODEL_ERROR, DeviceOutcome, OutcomeEvent
 
 
@@ -88,8 +95,7 @@ WITH exposure AS MATERIALIZED (
         %(received)s::timestamptz, r.s, still.counted,
         CASE WHEN still.counted THEN %(rollout)s::uuid END,
         CASE WHEN still.counted THEN %(arm)s ELSE '' END
-    FROM jsonb_to_recordset(%(records)s::jsonb)
-        AS r(e uuid, m uuid, o varchar(100), v double precision, t timestamptz, s jsonb), still
+    FROM jsonb_to_recordset(%(records)s::jsonb) AS r({own_record_columns(connection)}), still
     ON CONFLICT (app_id, event_id) DO NOTHING
     RETURNING attributed, outcome, value, model_id, occurred_at
 ), counted AS (

@@ -19,7 +19,7 @@ from .models import OutcomeEvent
 WRITE_CHUNK = 1000
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class EventRow:
     """One event's own values, as stored."""
 
@@ -96,6 +96,12 @@ def own_record(row: EventRow) -> dict:
     if row.signals is not None:
         record["s"] = row.signals
     return record
+
+
+def own_record_columns(db) -> str:
+    """The column list that reads `own_record`s in `jsonb_to_recordset`, in the columns' types."""
+    casts = _cast_types(db)
+    return ", ".join(f"{key} {casts[name]}" for name, key in _OWN)
 
 
 def _record(row: EventRow, shared: bool) -> dict:
