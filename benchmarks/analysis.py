@@ -24,11 +24,9 @@ selectors' queries. The database and the Redis data are removed at the end.
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,8 +39,8 @@ if str(ROOT) not in sys.path:
 from benchmarks.common import (  # noqa: E402
     POSTGRES,
     bench_env,
-    database_drop,
     database_recreate,
+    in_throwaway_installation,
     redis_flush,
 )
 from benchmarks.poll import FLOW, machine, run_checked  # noqa: E402
@@ -347,16 +345,7 @@ def main() -> None:
     if args.devices < 1 or args.challengers < 1 or args.repeats < 1:
         parser.error("--devices, --challengers and --repeats must be at least 1")
 
-    tmp = Path(tempfile.mkdtemp(prefix="cohort-bench-analysis-"))
-    try:
-        benchmark(args, tmp)
-    finally:
-        print("==> cleaning up: database dropped, Redis database flushed, temporary files removed")
-        try:
-            database_drop(DATABASE)
-            redis_flush(REDIS_URL)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    in_throwaway_installation("analysis", DATABASE, REDIS_URL, lambda tmp: benchmark(args, tmp))
 
 
 if __name__ == "__main__":

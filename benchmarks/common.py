@@ -2,6 +2,9 @@
 
 import os
 import secrets
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,3 +60,29 @@ def bench_env(
         "MEDIA_ROOT": str(tmp / "media"),
         **extra,
     }
+
+
+def in_throwaway_installation(
+    name: str, database: str, redis_url: str, run: Callable[[Path], None]
+):
+    """Run `run(tmp)` with a temporary folder; afterwards drop the database, flush the Redis
+    database and remove the folder, whatever happened."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"cohort-bench-{name}-"))
+    try:
+        run(tmp)
+    finally:
+        print("==> cleaning up: database dropped, Redis database flushed, temporary files removed")
+        try:
+            database_drop(database)
+            redis_flush(redis_url)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def server_log_problems(log_path: Path) -> None:
+    """Say whether the server logged tracebacks or errors."""
+    problems = [
+        line for line in log_path.read_text().splitlines() if "Traceback" in line or "ERROR" in line
+    ]
+    if problems:
+        print(f"gunicorn logged {len(problems)} problems, e.g. {problems[:3]}")

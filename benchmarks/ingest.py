@@ -36,11 +36,9 @@ import argparse
 import http.client
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -57,10 +55,11 @@ if str(ROOT) not in sys.path:
 from benchmarks.common import (  # noqa: E402
     POSTGRES,
     bench_env,
-    database_drop,
     database_recreate,
+    in_throwaway_installation,
     postgres_admin,
     redis_flush,
+    server_log_problems,
 )
 from benchmarks.poll import (  # noqa: E402
     FLOW,
@@ -504,13 +503,7 @@ def endpoint_runs(args, env: dict, tmp: Path, key: str) -> tuple[list[Run], list
         if background is not None and background.poll() is None:
             background.kill()
         server_stop(server)
-        problems = [
-            line
-            for line in log_path.read_text().splitlines()
-            if "Traceback" in line or "ERROR" in line
-        ]
-        if problems:
-            print(f"gunicorn logged {len(problems)} problems, e.g. {problems[:3]}")
+        server_log_problems(log_path)
     for answer in answers:
         if set(answer["statuses"]) != {"200"} or answer["rejected"] or answer["duplicates"]:
             sys.exit(f"unexpected answers: {answer}")
@@ -669,16 +662,7 @@ def main() -> None:
         background_main(args.background)
         return
 
-    tmp = Path(tempfile.mkdtemp(prefix="cohort-bench-ingest-"))
-    try:
-        benchmark(args, tmp)
-    finally:
-        print("==> cleaning up: database dropped, Redis database flushed, temporary files removed")
-        try:
-            database_drop(DATABASE)
-            redis_flush(REDIS_URL)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    in_throwaway_installation("ingest", DATABASE, REDIS_URL, lambda tmp: benchmark(args, tmp))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -46,9 +45,10 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
 
 from benchmarks.common import (  # noqa: E402
     bench_env,
-    database_drop,
     database_recreate,
+    in_throwaway_installation,
     postgres_admin,
+    server_log_problems,
 )
 
 DATABASE = "cohort_bench"
@@ -525,13 +525,7 @@ def benchmark(args, wrk_binary: str, tmp: Path) -> None:
         run_load(args, Wrk(wrk_binary, server, port, args, tmp), port, key)
     finally:
         server_stop(server)
-        problems = [
-            line
-            for line in log_path.read_text().splitlines()
-            if "Traceback" in line or "ERROR" in line
-        ]
-        if problems:
-            print(f"gunicorn logged {len(problems)} problems, e.g. {problems[:3]}")
+        server_log_problems(log_path)
 
 
 def run_load(args, wrk: Wrk, port: int, key: str) -> None:
@@ -664,16 +658,9 @@ def main() -> None:
     if wrk_binary is None:
         sys.exit("wrk is not installed: apt-get install wrk")
 
-    tmp = Path(tempfile.mkdtemp(prefix="cohort-bench-"))
-    try:
-        benchmark(args, wrk_binary, tmp)
-    finally:
-        print("==> cleaning up: database dropped, Redis database flushed, temporary files removed")
-        try:
-            database_drop(DATABASE)
-            redis_client().flushdb()
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    in_throwaway_installation(
+        "poll", DATABASE, REDIS_URL, lambda tmp: benchmark(args, wrk_binary, tmp)
+    )
 
 
 if __name__ == "__main__":
