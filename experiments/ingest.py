@@ -371,8 +371,8 @@ def events_ingest(
     batch = EventBatch(
         app_id=doc.app_id, device_id=device_id, sdk_version=sdk_text, received_at=now, events=rows
     )
-    counted_now = bool(terms)  # a rollout may count them: count them as they arrive
-    accepted = events_write_counted(batch, terms, skew) if counted_now else events_write(batch)
+    # While a rollout may count them, they are counted as they arrive.
+    accepted = events_write_counted(batch, terms, skew) if terms else events_write(batch)
     rejected.sort(key=lambda r: r.index)
     return IngestResult(
         accepted=accepted,
