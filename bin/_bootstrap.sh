@@ -12,5 +12,5 @@ if [ -z "$UV" ]; then
   UV="$PWD/.uv-tool/bin/uv"
 fi
 echo "==> installing dependencies from uv.lock into .venv/"
-"$UV" sync --frozen --quiet --python 3.11 "$@"
+"$UV" sync --frozen --quiet --python 3.11
 export PATH="$PWD/.venv/bin:$PATH"
