@@ -40,6 +40,9 @@ MAX_SIGNAL_NAME_CHARS = 100
 MAX_SIGNAL_TEXT_CHARS = 200
 MAX_FUTURE = timedelta(days=1)
 MAX_AGE = timedelta(days=90)
+# Revenue and counts fit well inside it, and per-arm sums of squares of millions of such
+# values stay far from float overflow (two values of 1e154 already overflow one).
+MAX_EVENT_VALUE_ABS = 1e9
 
 
 @dataclass(slots=True)
@@ -200,11 +203,23 @@ def _number(raw) -> float | None:
 
 
 def _value(raw) -> float | None:
+    """A finite number within ±MAX_EVENT_VALUE_ABS.
+
+    A JSON number beyond the range of a double (1e400, a 400-digit integer) is `invalid_value`
+    like Infinity: the parser turns 1e400 into infinity, and the spelling should not change the
+    code.
+    """
     if raw is None:
         return None
     number = _number(raw)
     if number is None:
         raise _Invalid("invalid_value", "value, when given, is a finite number (such as 4.99).")
+    if abs(number) > MAX_EVENT_VALUE_ABS:
+        raise _Invalid(
+            "value_out_of_range",
+            f"value {_shown(raw)} is out of range: it must be between "
+            f"-{MAX_EVENT_VALUE_ABS:,.0f} and {MAX_EVENT_VALUE_ABS:,.0f}.",
+        )
     return number
 
 
