@@ -146,6 +146,11 @@ def flow_update(
             raise InvalidInput("attribution_window_hours must be at least 1.")
         flow.attribution_window_hours = attribution_window_hours
     flow.save(update_fields=["interface", "signals", "positive_label", "attribution_window_hours"])
+    # The app snapshot carries positive_label and attribution_window_hours, by which arriving
+    # events are counted. Bumped on every save rather than on a detected change: the admin hands
+    # over a flow its form has already changed, so old and new values cannot be compared here,
+    # and a flow edit is rare enough that a needless snapshot rebuild costs nothing.
+    config_version_bump()
     return flow
 
 
