@@ -31,7 +31,7 @@ from rollout.assignment import FlowDoc
 from rollout.exposures import exposure_remember_recorded
 from rollout.models import Exposure
 
-from .attribution import RolloutTerms
+from .attribution import ExposureView, RolloutTerms
 from .event_store import (
     EventBatch,
     EventRow,
@@ -59,14 +59,16 @@ def rollout_terms_of(flow: FlowDoc, flow_id: uuid.UUID) -> RolloutTerms:
     )
 
 
-def _exposures_read(cursor, device_id: str, rollout_ids: list[uuid.UUID]) -> dict:
-    """rollout id → (arm, arm_since, comparable) of the device, as committed now (no lock)."""
+def _exposures_read(
+    cursor, device_id: str, rollout_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, ExposureView]:
+    """rollout id → the device's exposure, as committed now (no lock)."""
     cursor.execute(
-        f"SELECT rollout_id, arm, arm_since, comparable FROM {Exposure._meta.db_table} "
+        f"SELECT rollout_id, {', '.join(ExposureView._fields)} FROM {Exposure._meta.db_table} "
         "WHERE device_id = %s AND rollout_id = ANY(%s)",
         [device_id, rollout_ids],
     )
-    return {rollout_id: (arm, since, comparable) for rollout_id, arm, since, comparable in cursor}
+    return {rollout_id: ExposureView(*exposure) for rollout_id, *exposure in cursor}
 
 
 def _counting_insert_sql() -> str:
@@ -104,9 +106,9 @@ WITH exposure AS MATERIALIZED (
     SELECT jsonb_object_agg(outcome, n) AS counts
     FROM (SELECT outcome, count(*) AS n FROM counted GROUP BY outcome) AS grouped
 ), written AS (
-    INSERT INTO {outcomes} AS d (rollout_id, device_id, arm, events, conversions, value_sum,
-        model_errors, ran_assigned_model, outcome_counts, last_event_at)
-    SELECT %(rollout)s::uuid, %(device)s, %(arm)s, count(*),
+    INSERT INTO {outcomes} AS d (rollout_id, device_id, arm, arm_since, bucket, events,
+        conversions, value_sum, model_errors, ran_assigned_model, outcome_counts, last_event_at)
+    SELECT %(rollout)s::uuid, %(device)s, %(arm)s, %(arm_since)s, %(bucket)s, count(*),
         count(*) FILTER (WHERE outcome = %(label)s),
         coalesce(sum(value), 0),
         count(*) FILTER (WHERE outcome = '{MODEL_ERROR}'),
@@ -132,7 +134,7 @@ WITH exposure AS MATERIALIZED (
         last_event_at = CASE WHEN {same}
             THEN greatest(d.last_event_at, excluded.last_event_at)
             ELSE excluded.last_event_at END,
-        arm = excluded.arm
+        arm = excluded.arm, arm_since = excluded.arm_since, bucket = excluded.bucket
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM counted)"""
@@ -146,14 +148,15 @@ def _insert_counting(cursor, batch: EventBatch, rows: list[EventRow], rollout, e
     exposure row is still as read; return how many rows were new."""
     if not _COUNTING_INSERT:
         _COUNTING_INSERT.append(_counting_insert_sql())
-    arm, arm_since, _ = exposure
+    arm = exposure.arm
     cursor.execute(
         _COUNTING_INSERT[0],
         {
             "rollout": rollout.id,
             "device": batch.device_id,
             "arm": arm,
-            "arm_since": arm_since,
+            "arm_since": exposure.arm_since,
+            "bucket": exposure.bucket,
             "app": str(batch.app_id),
             "flow": str(rollout.flow_id),
             "sdk": batch.sdk_version,
@@ -196,6 +199,8 @@ def events_write_counted(
         inserted += events_write(
             EventBatch(batch.app_id, device_id, batch.sdk_version, batch.received_at, rest)
         )
-    for rollout_id, (arm, _, _) in exposures.items():
-        exposure_remember_recorded(rollout_id=str(rollout_id), device_id=device_id, arm=arm)
+    for rollout_id, exposure in exposures.items():
+        exposure_remember_recorded(
+            rollout_id=str(rollout_id), device_id=device_id, arm=exposure.arm
+        )
     return inserted

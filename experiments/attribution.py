@@ -31,6 +31,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -40,6 +41,7 @@ from django.utils import timezone
 from rollout.exposures import device_lock_order, exposure_buffer_flush
 from rollout.models import ACTIVE_STATES, ENDED_STATES, Exposure, Rollout, RolloutArm
 
+from .counting import event_counts
 from .models import MODEL_ERROR, DeviceOutcome, OutcomeEvent
 
 BATCH = 5000  # events per transaction
@@ -49,6 +51,8 @@ BASELINE = "baseline"
 # A device's stored outcomes in one rollout (`DeviceOutcome`), besides its keys.
 _OUTCOME_FIELDS = (
     "arm",
+    "arm_since",
+    "bucket",
     "events",
     "conversions",
     "value_sum",
@@ -81,6 +85,15 @@ class _Event:
     received_at: datetime
 
 
+class ExposureView(NamedTuple):
+    """A device's exposure in one rollout, as attribution reads it."""
+
+    arm: str
+    arm_since: datetime
+    comparable: bool
+    bucket: int
+
+
 @dataclass(frozen=True)
 class RolloutTerms:
     """A rollout as attribution sees it: when it ran, its window, and what counts."""
@@ -98,13 +111,18 @@ class RolloutTerms:
             return False
         return self.ended_at is None or moment <= self.ended_at + skew
 
-    def counts(self, moment: datetime, exposure: tuple[str, datetime, bool], skew) -> bool:
+    def counts(self, moment: datetime, exposure: ExposureView, skew) -> bool:
         """Whether an outcome at `moment` counts for the arm of this exposure of the device."""
-        _, arm_since, comparable = exposure
-        return (
-            comparable
-            and self.covers(moment, skew)
-            and arm_since - skew <= moment <= arm_since + self.window
+        return bool(
+            event_counts(
+                moment=moment,
+                arm_since=exposure.arm_since,
+                comparable=exposure.comparable,
+                started_at=self.started_at,
+                ended_at=self.ended_at,
+                window=self.window,
+                skew=skew,
+            )
         )
 
 
@@ -113,6 +131,9 @@ class _Tally:
     """Outcomes of one device in one arm, to add to its stored row."""
 
     arm: str
+    # The exposure's, so the analysis can place the device without reading the ledger.
+    arm_since: datetime
+    bucket: int
     events: int = 0
     conversions: int = 0
     value_sum: float = 0.0
@@ -151,10 +172,12 @@ class _Tally:
             self.last_event_at = row["last_event_at"]
 
 
-def _tally_add(tallies: dict, key: tuple, arm: str, event: _Event, rollout: RolloutTerms) -> None:
+def _tally_add(
+    tallies: dict, key: tuple, exposure: ExposureView, event: _Event, rollout: RolloutTerms
+) -> None:
     tally = tallies.get(key)
-    if tally is None or tally.arm != arm:
-        tally = tallies[key] = _Tally(arm=arm)
+    if tally is None or tally.arm != exposure.arm:
+        tally = tallies[key] = _Tally(exposure.arm, exposure.arm_since, exposure.bucket)
     tally.add(event, rollout)
 
 
@@ -235,8 +258,8 @@ def _rollouts_for(events: list[_Event], skew: timedelta) -> dict[uuid.UUID, list
 
 def _exposures_locked(
     rollout_ids: set[uuid.UUID], device_ids: set[str]
-) -> dict[tuple[uuid.UUID, str], tuple[str, datetime, bool]]:
-    """(rollout, device) → (arm, arm_since, comparable), for the given rollouts and devices.
+) -> dict[tuple[uuid.UUID, str], ExposureView]:
+    """(rollout, device) → its exposure, for the given rollouts and devices.
 
     The rows stay locked until the batch commits, in the ledger's lock order (device, then
     rollout): a device cannot change arm between being read here and its outcome row being
@@ -244,13 +267,13 @@ def _exposures_locked(
     """
     found = {}
     for devices in _chunks(sorted(device_ids)):
-        for rollout_id, device_id, arm, arm_since, comparable in (
+        for rollout_id, device_id, *exposure in (
             Exposure.objects.filter(rollout_id__in=list(rollout_ids), device_id__in=devices)
             .order_by(device_lock_order(), "rollout_id")
             .select_for_update(no_key=True)
-            .values_list("rollout_id", "device_id", "arm", "arm_since", "comparable")
+            .values_list("rollout_id", "device_id", *ExposureView._fields)
         ):
-            found[(rollout_id, device_id)] = (arm, arm_since, comparable)
+            found[(rollout_id, device_id)] = ExposureView(*exposure)
     return found
 
 
@@ -294,6 +317,8 @@ def _device_outcomes_write(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None
                     rollout_id,
                     device_id,
                     tally.arm,
+                    tally.arm_since,
+                    tally.bucket,
                     tally.events,
                     tally.conversions,
                     tally.value_sum,
@@ -384,9 +409,8 @@ def _attribute_batch(events: list[_Event], now: datetime) -> int:
             continue  # its exposure may still be buffered: look again later
         for rollout, exposure in exposed:
             if rollout.counts(event.occurred_at, exposure, skew):
-                arm = exposure[0]
-                _tally_add(tallies, (rollout.id, event.device_id), arm, event, rollout)
-                settled[(rollout.id, arm)].append(event.id)
+                _tally_add(tallies, (rollout.id, event.device_id), exposure, event, rollout)
+                settled[(rollout.id, exposure.arm)].append(event.id)
                 break
         else:
             settled[(None, "")].append(event.id)

@@ -9,16 +9,21 @@ Order of precedence, most urgent first:
    stands: stopping is always safe.
 2. `srm_alert`: exposed counts do not match the configured shares (overall or in an SDK
    version slice): the data cannot be trusted, so nothing is promoted or advanced.
-3. `insufficient_data`: a challenger's primary comparison lacks the minimum data.
+3. `insufficient_data`: a challenger's primary comparison lacks the minimum data, or the
+   primary metric could not be computed.
 4. `promote_recommended`: a challenger at its final stage is significantly better on the
    primary metric, with no guardrail harm and no broken sequential guarantee.
 5. `advance`: the rollout advances automatically, the stage's minimum time has passed, every
    arm has the planned devices, and nothing above applies.
 6. `continue`.
+
+A sequential conflict (a running interval that had to restart: the effect is not stationary)
+is named in the reasons of any decision but `rollback`. Such a challenger can still be found
+worse, never better (`stats`), so a verdict never flips from worse to better unseen.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .stats import Comparison, SrmFinding
 
@@ -41,7 +46,10 @@ class StageInfo:
     # a baseline rate to compute it from, never below min_devices_per_arm.
     planned_devices_per_arm: int
     exposed: Mapping[str, int]  # comparable devices per arm, "baseline" included
-    final_stage: Mapping[str, bool]  # per challenger: at the last stage of its plan
+    # Per challenger: at the last stage where it can be compared with the baseline (its plan's
+    # last, or the one before a stage that leaves the baseline no devices): promotion is
+    # recommended there, and automatic advancing stops there (the step to 100 % is promotion).
+    final_stage: Mapping[str, bool]
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,6 @@ class Verdict:
     reasons: tuple[str, ...] = ()
     harmful_arms: tuple[str, ...] = ()
     winning_arms: tuple[str, ...] = ()
-    details: dict = field(default_factory=dict)
 
 
 def decide(
@@ -60,11 +67,50 @@ def decide(
     srm_findings: Sequence[SrmFinding],
     stage: StageInfo,
     extreme_harm: Sequence[tuple[str, str, str]] = (),
+    failures: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Decide from per-metric, per-challenger comparisons (metric -> arm -> Comparison).
 
-    `extreme_harm` lists (arm, metric, sentence) found by the extreme-rate check.
+    `extreme_harm` lists (arm, metric, sentence) found by the extreme-rate check; `failures`
+    the metrics that could not be computed (metric -> sentence), which decide nothing.
     """
+    verdict = _decide(
+        comparisons,
+        primary=primary,
+        srm_findings=srm_findings,
+        stage=stage,
+        extreme_harm=extreme_harm,
+        failures=failures or {},
+    )
+    if verdict.decision == ROLLBACK:
+        return verdict
+    conflicts = tuple(
+        f"{arm}'s always-valid interval on {metric} had to restart (the effect changed over "
+        "time): it can still be found worse, not better"
+        for metric, by_arm in comparisons.items()
+        for arm, c in by_arm.items()
+        if c.sequential_conflict
+    )
+    failed = tuple((failures or {}).values()) if verdict.decision != INSUFFICIENT_DATA else ()
+    if not conflicts and not failed:
+        return verdict
+    return Verdict(
+        verdict.decision,
+        reasons=verdict.reasons + conflicts + failed,
+        harmful_arms=verdict.harmful_arms,
+        winning_arms=verdict.winning_arms,
+    )
+
+
+def _decide(
+    comparisons: Mapping[str, Mapping[str, Comparison]],
+    *,
+    primary: str,
+    srm_findings: Sequence[SrmFinding],
+    stage: StageInfo,
+    extreme_harm: Sequence[tuple[str, str, str]],
+    failures: Mapping[str, str],
+) -> Verdict:
     harm = [
         (arm, metric, comparison)
         for metric, by_arm in comparisons.items()
@@ -91,6 +137,8 @@ def decide(
                 for f in srm_findings
             ),
         )
+    if primary in failures:
+        return Verdict(INSUFFICIENT_DATA, reasons=(failures[primary],))
     primary_results = comparisons.get(primary, {})
     lacking = {arm: c.insufficient for arm, c in primary_results.items() if c.insufficient}
     if lacking:
@@ -115,6 +163,7 @@ def decide(
             winning_arms=winners,
         )
     if stage.running and stage.auto_advance and not all(stage.final_stage.values()):
+        # Advancing needs the planned devices in every arm, and at least the stage's time.
         short = {arm: n for arm, n in stage.exposed.items() if n < stage.planned_devices_per_arm}
         missing_arms = [arm for arm in ("baseline", *stage.final_stage) if arm not in stage.exposed]
         if stage.minutes_in_stage >= stage.stage_min_minutes and not short and not missing_arms:
@@ -126,4 +175,12 @@ def decide(
                     "devices per arm and no harm",
                 ),
             )
+    if stage.running and stage.auto_advance and stage.final_stage:
+        return Verdict(
+            CONTINUE,
+            reasons=(
+                "every challenger is at its last stage with a baseline to compare with: "
+                "automatic advancing stops here; promote or roll back",
+            ),
+        )
     return Verdict(CONTINUE)

@@ -63,6 +63,10 @@ class DeviceOutcome(models.Model):
     rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="+")
     device_id = models.CharField(max_length=128)
     arm = models.CharField(max_length=64)
+    # Copied from the device's exposure, so the analysis places the device (its stratum, and
+    # whether its bucket is still in its arm) without a join to the ledger.
+    arm_since = models.DateTimeField(null=True)
+    bucket = models.PositiveSmallIntegerField(null=True)
     events = models.PositiveIntegerField(default=0)
     conversions = models.PositiveIntegerField(default=0)
     value_sum = models.FloatField(default=0.0)

@@ -160,6 +160,113 @@ class MetricSpec:
             raise ValueError(f"margin must be finite and >= 0, got {self.margin!r}")
 
 
+# ------------------------------------------------------------------ strata
+
+#: Per stratum (e.g. the phase in which devices entered their arm), one arm's statistics.
+Strata = Mapping[Any, ArmStats]
+
+
+@dataclass(frozen=True)
+class Combined:
+    """Baseline (a) and challenger (b) combined over the strata both arms have devices in.
+
+    With per-stratum means m_ah, m_bh, sample variances v_ah, v_bh and sizes n_ah, n_bh, the
+    weights are w_h = (n_ah n_bh / (n_ah + n_bh)) / sum of the same (Mantel-Haenszel's: the
+    most precise combination when the effect is the same in every stratum), and
+
+        mean_a = sum w_h m_ah            var_a = sum w_h^2 v_ah / n_ah       (likewise b)
+        diff   = mean_b - mean_a         V     = var_a + var_b
+
+    Within a stratum both arms' devices are alike (the same entry times, a hash-random split),
+    so each stratum's difference is unbiased; a weighted sum of them is too, whatever the
+    strata's sizes. With one stratum this is the plain two-sample comparison. A stratum where
+    an arm has fewer than 2 devices has no variance to weigh and is left out.
+
+    ``pooled_a``/``pooled_b`` add up the strata used (sizes, successes: the minimum-data
+    checks). ``null_variance`` is the pooled-proportion variance of the difference,
+    sum w_h^2 p_h (1 - p_h) (1/n_ah + 1/n_bh), and ``welch_df`` the Welch-Satterthwaite
+    degrees of freedom V^2 / sum((w_h^2 v_ah/n_ah)^2/(n_ah - 1) + (likewise b)).
+    """
+
+    pooled_a: ArmStats
+    pooled_b: ArmStats
+    mean_a: float
+    mean_b: float
+    var_a: float
+    var_b: float
+    strata: int
+    null_variance: float
+    welch_df: float | None
+
+    @property
+    def diff(self) -> float:
+        return self.mean_b - self.mean_a
+
+    @property
+    def variance(self) -> float:
+        return self.var_a + self.var_b
+
+    @property
+    def n_total(self) -> int:
+        return self.pooled_a.n + self.pooled_b.n
+
+
+def as_strata(arm: ArmStats | Strata) -> Strata:
+    """One ``ArmStats`` is a single stratum."""
+    return {0: arm} if isinstance(arm, ArmStats) else arm
+
+
+def combine_strata(baseline: ArmStats | Strata, challenger: ArmStats | Strata) -> Combined | None:
+    """Combine the strata both arms have (see ``Combined``); None when none has 2+ devices each."""
+    base, chal = as_strata(baseline), as_strata(challenger)
+    pairs = [
+        (base[key], chal[key])
+        for key in sorted(set(base) & set(chal), key=str)
+        if base[key].n >= 2 and chal[key].n >= 2
+    ]
+    if not pairs:
+        return None
+    raw = [a.n * b.n / (a.n + b.n) for a, b in pairs]
+    weights = [r / sum(raw) for r in raw]
+    parts = [
+        (w * w * (a.variance or 0.0) / a.n, w * w * (b.variance or 0.0) / b.n)
+        for w, (a, b) in zip(weights, pairs, strict=True)
+    ]
+    var_a = sum(pa for pa, _ in parts)
+    var_b = sum(pb for _, pb in parts)
+    variance = var_a + var_b
+    welch_df = None
+    if variance > 0:
+        # Scaled by V so that squaring tiny variances cannot underflow to 0/0.
+        welch_df = 1.0 / sum(
+            (pa / variance) ** 2 / (a.n - 1) + (pb / variance) ** 2 / (b.n - 1)
+            for (pa, pb), (a, b) in zip(parts, pairs, strict=True)
+        )
+    null_variance = 0.0
+    for w, (a, b) in zip(weights, pairs, strict=True):
+        pooled = (a.total + b.total) / (a.n + b.n)
+        null_variance += w * w * pooled * (1.0 - pooled) * (1.0 / a.n + 1.0 / b.n)
+    return Combined(
+        pooled_a=pool_strata(dict(enumerate(a for a, _ in pairs))),
+        pooled_b=pool_strata(dict(enumerate(b for _, b in pairs))),
+        mean_a=sum(w * a.total / a.n for w, (a, _) in zip(weights, pairs, strict=True)),
+        mean_b=sum(w * b.total / b.n for w, (_, b) in zip(weights, pairs, strict=True)),
+        var_a=var_a,
+        var_b=var_b,
+        strata=len(pairs),
+        null_variance=null_variance,
+        welch_df=welch_df,
+    )
+
+
+def pool_strata(arm: ArmStats | Strata) -> ArmStats:
+    """All strata of one arm as one ``ArmStats`` (for display, not for comparing)."""
+    parts = list(as_strata(arm).values())
+    return ArmStats(
+        sum(p.n for p in parts), sum(p.total for p in parts), sum(p.total_squares for p in parts)
+    )
+
+
 # ----------------------------------------------------------------- fixed horizon
 
 
@@ -408,6 +515,8 @@ class Comparison:
 
     n: int
     mean: float | None
+    baseline_mean: float | None = None
+    strata: int = 0
     diff: float | None = None
     diff_ci: Interval | None = None
     lift: float | None = None
@@ -432,6 +541,8 @@ class Comparison:
         return {
             "n": self.n,
             "mean": self.mean,
+            "baseline_mean": self.baseline_mean,
+            "strata": self.strata,
             "diff": self.diff,
             "diff_ci": pair(self.diff_ci),
             "lift": self.lift,
@@ -486,8 +597,8 @@ def insufficient_reason(
 
 
 def compare_arms(
-    baseline: ArmStats,
-    challengers: Mapping[str, ArmStats],
+    baseline: ArmStats | Strata,
+    challengers: Mapping[str, ArmStats | Strata],
     metric: MetricSpec,
     *,
     alpha: float = DEFAULT_ALPHA,
@@ -497,12 +608,15 @@ def compare_arms(
 ) -> dict[str, Comparison]:
     """Compare every challenger with the baseline on ``metric``; return them by name.
 
-    Fixed horizon, for each challenger (theta_hat = m_b - m_a, V = v_a/n_a + v_b/n_b):
+    Each arm is one ``ArmStats`` or a mapping stratum → ``ArmStats``; strata are combined as
+    ``combine_strata`` says (theta_hat = mean_b - mean_a, V = var_a + var_b; with one
+    stratum, m_b - m_a and v_a/n_a + v_b/n_b). Fixed horizon, for each challenger:
 
-    * proportions: pooled two-proportion z-test p-value; diff +/- z_(1-alpha/2)*sqrt(V);
+    * proportions: pooled two-proportion z-test p-value (z = theta_hat / sqrt(null
+      variance), the Cochran-Mantel-Haenszel form across strata); diff +/- z_(1-alpha/2)*sqrt(V);
     * means: Welch's t-test p-value; diff +/- t_(1-alpha/2, df)*sqrt(V), with the
       Welch-Satterthwaite df;
-    * lift = theta_hat/|m_a| +/- c*sqrt(v_b/(n_b m_a^2) + m_b^2 v_a/(n_a m_a^4)) (delta
+    * lift = theta_hat/|m_a| +/- c*sqrt(var_b/m_a^2 + m_b^2 var_a/m_a^4) (delta
       method; c is the same critical value; dividing by |m_a| gives the lift the sign
       of diff even for a negative baseline mean);
     * p_value_adjusted: Holm across all m challengers (an insufficient one counts as
@@ -519,9 +633,9 @@ def compare_arms(
     during a rollout (a change marks a conflict).
 
     The guarantees rest on the normal approximation of the arm means, hence
-    ``min_devices`` (default 100) and the 5 successes / 5 failures rule; do not lower
-    them to a handful of devices. An insufficient challenger keeps its previous state
-    unchanged.
+    ``min_devices`` (default 100) and the 5 successes / 5 failures rule, applied to the
+    strata both arms share; do not lower them to a handful of devices. An insufficient
+    challenger keeps its previous state unchanged.
     """
     _check_alpha(alpha)
     if isinstance(min_devices, bool) or not isinstance(min_devices, int) or min_devices < 0:
@@ -533,23 +647,28 @@ def compare_arms(
     comparisons: dict[str, Comparison] = {}
     for name, arm in challengers.items():
         prev = previous.get(name)
-        reason = insufficient_reason(baseline, arm, metric.kind, min_devices=min_devices)
-        result = reason or _compare_one(
-            baseline,
-            arm,
-            metric,
-            alpha=alpha,
-            level=level,
-            m=m,
-            planned_sample=planned_sample,
-            previous=prev,
-        )
+        combined = combine_strata(baseline, arm)
+        if combined is None:
+            result: Comparison | str = insufficient_reason(
+                pool_strata(baseline), pool_strata(arm), metric.kind, min_devices=min_devices
+            ) or ("no stratum has 2 devices in both arms yet")
+        else:
+            result = _insufficient_combined(combined, metric.kind, min_devices) or _compare_one(
+                combined,
+                metric,
+                alpha=alpha,
+                level=level,
+                m=m,
+                planned_sample=planned_sample,
+                previous=prev,
+            )
         if isinstance(result, Comparison):
             comparisons[name] = result
         else:
+            pooled = pool_strata(arm)
             comparisons[name] = Comparison(
-                n=arm.n,
-                mean=arm.mean,
+                n=pooled.n,
+                mean=pooled.mean,
                 insufficient=result,
                 sequential_conflict=bool(prev and prev.conflict),
                 state=prev,
@@ -564,9 +683,21 @@ def compare_arms(
     return comparisons
 
 
+def _insufficient_combined(combined: Combined, kind: MetricKind, min_devices: int) -> str | None:
+    reason = insufficient_reason(
+        combined.pooled_a, combined.pooled_b, kind, min_devices=min_devices
+    )
+    if reason:
+        return reason
+    if kind == "mean" and combined.mean_a == 0.0:
+        return "baseline mean is 0, so the relative lift is undefined"
+    if not combined.variance > 0:
+        return "no variance to test"
+    return None
+
+
 def _compare_one(
-    baseline: ArmStats,
-    challenger: ArmStats,
+    combined: Combined,
     metric: MetricSpec,
     *,
     alpha: float,
@@ -575,52 +706,61 @@ def _compare_one(
     planned_sample: float,
     previous: SequentialState | None,
 ) -> Comparison | str:
-    """Compare two arms that passed ``insufficient_reason``, or return why not."""
-    na, nb = baseline.n, challenger.n
-    ma, mb = baseline.total / na, challenger.total / nb
-    va, vb = baseline.variance or 0.0, challenger.variance or 0.0
-    variance = va / na + vb / nb
-    diff = mb - ma
+    """Compare two arms that passed the minimum-data checks, or return why not."""
+    ma, mb = combined.mean_a, combined.mean_b
+    variance = combined.variance
+    diff = combined.diff
 
     if metric.kind == "proportion":
-        test = pooled_z_test(baseline, challenger)
+        if not combined.null_variance > 0:
+            return "no variance to test"
+        z = diff / math.sqrt(combined.null_variance)
+        p_value = min(1.0, float(2.0 * special.ndtr(-abs(z))))
         critical = float(special.ndtri(1.0 - alpha / 2.0))
     else:
-        welch = welch_t_test(baseline, challenger)
-        test = None if welch is None else (welch[1], welch[2])
-        critical = float(special.stdtrit(welch[1], 1.0 - alpha / 2.0)) if welch else math.nan
-    if test is None:
-        return "no variance to test"
-    p_value = test[1]
+        df = combined.welch_df
+        if df is None:
+            return "no variance to test"
+        p_value = min(1.0, float(2.0 * special.stdtr(df, -abs(diff) / math.sqrt(variance))))
+        critical = float(special.stdtrit(df, 1.0 - alpha / 2.0))
 
     half = critical * math.sqrt(variance)
+    values = (diff, variance, half, p_value)
+    if not (all(math.isfinite(v) for v in values) and variance > 0 and ma != 0.0):
+        return "the values are beyond floating-point range (e.g. a baseline mean near 0)"
     # Delta method, written with ratios so that a tiny |m_a| cannot underflow to 0/0.
     lift = diff / abs(ma)
     lift_half = critical * math.hypot(
-        math.sqrt(vb / nb) / abs(ma), (mb / ma) * (math.sqrt(va / na) / abs(ma))
+        math.sqrt(combined.var_b) / abs(ma), (mb / ma) * (math.sqrt(combined.var_a) / abs(ma))
     )
     sequential_half = always_valid_halfwidth(
-        variance, na + nb, alpha=level, planned_sample=planned_sample
+        variance, combined.n_total, alpha=level, planned_sample=planned_sample
     )
-    values = (diff, variance, half, lift, lift_half, p_value, sequential_half)
-    if not (all(math.isfinite(v) for v in values) and variance > 0):
+    if not all(math.isfinite(v) for v in (lift, lift_half, sequential_half)):
         return "the values are beyond floating-point range (e.g. a baseline mean near 0)"
 
     state = sequential_update(
-        diff, variance, na + nb, alpha=level, planned_sample=planned_sample, previous=previous
+        diff,
+        variance,
+        combined.n_total,
+        alpha=level,
+        planned_sample=planned_sample,
+        previous=previous,
     )
     lo, hi = state.ci
     significant = lo > 0.0 or hi < 0.0
     good_lo, good_hi = (lo, hi) if metric.higher_is_better else (-hi, -lo)
     direction: Direction = "none"
-    if good_lo > 0.0:
+    if good_lo > 0.0 and not state.conflict:
         direction = "better"
     elif good_hi < -metric.margin:
         direction = "worse"
 
     return Comparison(
-        n=nb,
+        n=combined.pooled_b.n,
         mean=mb,
+        baseline_mean=ma,
+        strata=combined.strata,
         diff=diff,
         diff_ci=(diff - half, diff + half),
         lift=lift,
@@ -891,3 +1031,34 @@ def clearly_worse_rate(
     if higher_is_better:
         return chal.high < base.low - margin
     return chal.low > base.high + margin
+
+
+def clearly_worse_in_a_stratum(
+    baseline: ArmStats | Strata,
+    challenger: ArmStats | Strata,
+    *,
+    higher_is_better: bool,
+    margin: float = 0.0,
+    confidence: float = EXTREME_RATE_CONFIDENCE,
+) -> bool:
+    """``clearly_worse_rate`` within each stratum both arms have, at a Bonferroni-adjusted
+    confidence (1 - (1 - confidence)/k over the k strata with 2+ devices in both arms).
+
+    Within a stratum the arms' devices have had the same time to report; pooled across
+    strata after a share grew, the challenger's would be younger.
+    """
+    base, chal = as_strata(baseline), as_strata(challenger)
+    keys = [k for k in set(base) & set(chal) if base[k].n >= 2 and chal[k].n >= 2]
+    if not keys:
+        return False
+    level = 1.0 - (1.0 - confidence) / len(keys)
+    return any(
+        clearly_worse_rate(
+            base[k],
+            chal[k],
+            higher_is_better=higher_is_better,
+            margin=margin,
+            confidence=level,
+        )
+        for k in keys
+    )

@@ -140,7 +140,8 @@ def _latest_notes(rows: list[dict]) -> list[dict]:
 
 
 def _exposures_upsert(rows: list[dict]) -> None:
-    """Insert new exposures; move a device to a new arm only when the note is newer.
+    """Insert new exposures; move a device to a new arm only when the note is newer, and mark
+    a moved device as no longer comparable.
 
     Rows are one note per (rollout, device), in lock order. Data derived from a device's
     arm is told (`exposures_changed`) while the rows are still locked.
@@ -168,9 +169,11 @@ def _exposures_upsert(rows: list[dict]) -> None:
     sql = (
         f"INSERT INTO {table} (rollout_id, device_id, arm, bucket, sdk_version, "
         f"first_exposed_at, arm_since, comparable) VALUES {placeholders} "
+        # A device that changes arm has run both models: it leaves the comparison
+        # (experiments.counting explains why).
         "ON CONFLICT (rollout_id, device_id) DO UPDATE SET arm = excluded.arm, "
         "arm_since = excluded.arm_since, bucket = excluded.bucket, "
-        "sdk_version = excluded.sdk_version "
+        "sdk_version = excluded.sdk_version, comparable = false "
         f"WHERE {table}.arm <> excluded.arm AND excluded.arm_since > {table}.arm_since"
     )
     with connection.cursor() as cursor:

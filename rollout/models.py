@@ -135,7 +135,7 @@ class Exposure(models.Model):
     first_exposed_at = models.DateTimeField()
     arm_since = models.DateTimeField(help_text="When the device entered its current arm.")
     comparable = models.BooleanField(
-        default=True, help_text="False once a lowered share moved the device back to the baseline."
+        default=True, help_text="False once the device changed arm (a share grew or was lowered)."
     )
     baseline_confirmed_at = models.DateTimeField(
         null=True, blank=True, help_text="After a rollback: when the device confirmed the baseline."

@@ -1,12 +1,16 @@
 """Read queries of rollouts: details with their audit log, exposure counts and rollback progress."""
 
 import uuid
+from datetime import datetime
 
 from django.db.models import Count, Q
 
 from controlplane.errors import NotFound
 
-from .models import Exposure, Rollout, RolloutState
+from .models import Exposure, Rollout, RolloutEvent, RolloutState
+
+#: Audit-log actions that change the shares: each starts a new phase of the analysis.
+PHASE_ACTIONS = ("start", "advance", "set_share")
 
 
 def rollout_get(*, rollout_id) -> Rollout:
@@ -60,3 +64,17 @@ def rollout_rollback_progress(*, rollout: Rollout) -> dict | None:
         "confirmed_baseline": confirmed,
         "share_confirmed": round(confirmed / exposed, 4) if exposed else None,
     }
+
+
+def rollout_phase_starts(*, rollout: Rollout) -> list[datetime]:
+    """When each phase of the rollout began: its start and every change of shares since.
+
+    The audit log's time is taken after the change is made and before it commits, so a device
+    assigned under the new shares always entered its arm after its phase began.
+    """
+    starts = list(
+        RolloutEvent.objects.filter(rollout=rollout, action__in=PHASE_ACTIONS)
+        .order_by("at", "pk")
+        .values_list("at", flat=True)
+    )
+    return starts or [rollout.started_at or rollout.created_at]

@@ -1,17 +1,29 @@
-"""Builders of test data that would take thousands of requests to make through the API."""
+"""Builders of ledger rows for integration tests that need many devices quickly."""
 
 from datetime import timedelta
 
 from experiments.models import DeviceOutcome
+from rollout.allocation import BASELINE
 from rollout.models import Exposure
+
+
+def bucket_in(rollout, arm: str) -> int:
+    """A bucket that maps to `arm` under the rollout's current shares."""
+    arms = list(rollout.arms.all())
+    if arm != BASELINE:
+        target = next(a for a in arms if a.name == arm)
+        return target.segment_start
+    held = {b for a in arms for b in range(a.segment_start, a.segment_start + a.share)}
+    return next(b for b in range(10_000 - 1, -1, -1) if b not in held)
 
 
 def populate(rollout, arm: str, devices: int, converted: int, errors: int = 0, start: int = 0):
     """Exposed devices of one arm, the first `converted` of which purchased."""
     now = rollout.stage_started_at + timedelta(seconds=1)
+    bucket = bucket_in(rollout, arm)
     Exposure.objects.bulk_create(
         Exposure(
-            rollout=rollout, device_id=f"{arm}-{i}", arm=arm, bucket=0, sdk_version="1.5.0",
+            rollout=rollout, device_id=f"{arm}-{i}", arm=arm, bucket=bucket, sdk_version="1.5.0",
             first_exposed_at=now, arm_since=now,
         )
         for i in range(start, start + devices)
@@ -21,6 +33,8 @@ def populate(rollout, arm: str, devices: int, converted: int, errors: int = 0, s
             rollout=rollout,
             device_id=f"{arm}-{i}",
             arm=arm,
+            arm_since=now,
+            bucket=bucket,
             events=1,
             conversions=1 if i - start < converted else 0,
             model_errors=1 if i - start < errors else 0,

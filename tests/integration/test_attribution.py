@@ -19,6 +19,7 @@ from experiments.attribution import events_attribute, ledger_catch_up
 from experiments.event_store import EventBatch, EventRow, events_write
 from experiments.models import DeviceOutcome, OutcomeEvent
 from experiments.selectors import arm_sufficient_statistics, exposure_counts
+from tests.integration.counting_reference import counting_reference
 from rollout import services
 from rollout.cache import assignment_cache
 from rollout.exposures import exposure_buffer_flush
@@ -497,28 +498,9 @@ def test_events_attribute_task__buffered_exposure__flushed_and_counted(sdk_setup
 
 
 def ledger_reference(rollout, labels=()) -> dict:
-    """Per-arm statistics the slow way: outcome rows checked against the ledger one by one."""
-    current = Exposure.objects.filter(
-        rollout=rollout, device_id=OuterRef("device_id"), arm=OuterRef("arm"), comparable=True
-    )
-    counted = DeviceOutcome.objects.filter(rollout=rollout).filter(Exists(current))
-    exposed = exposure_counts(rollout=rollout).comparable
-    reference = {}
-    for arm, n in exposed.items():
-        rows = [row for row in counted if row.arm == arm]
-        reference[arm] = {
-            "n": n,
-            "reporting": len(rows),
-            "converted": sum(1 for r in rows if r.conversions > 0),
-            "errored": sum(1 for r in rows if r.model_errors > 0),
-            "adopted": sum(1 for r in rows if r.ran_assigned_model),
-            "value_total": float(sum(r.value_sum for r in rows)),
-            "value_squares": float(sum(r.value_sum * r.value_sum for r in rows)),
-            "labels": {
-                label: sum(1 for r in rows if label in r.outcome_counts) for label in labels
-            },
-        }
-    return reference
+    """Per-arm, per-stratum sums the slow way: every exposure judged by the pure rule of
+    experiments.counting, its outcome row checked against the ledger one by one."""
+    return counting_reference(rollout, labels)
 
 
 def assert_rows_name_current_arms(rollout):
@@ -554,9 +536,9 @@ def test_share_grows__moved_devices_rows_deleted_others_kept(sdk_setup):
     assert rows == set(devices) - moved
     assert_rows_name_current_arms(rollout)
     labels = ("Purchased",)
-    exposed = exposure_counts(rollout=rollout).comparable
+    counted = exposure_counts(rollout=rollout).counted
     assert arm_sufficient_statistics(
-        rollout=rollout, exposed=exposed, outcome_labels=labels
+        rollout=rollout, counted=counted, outcome_labels=labels
     ) == ledger_reference(rollout, labels)
 
 
@@ -579,8 +561,8 @@ def test_share_lowered__rows_of_devices_no_longer_comparable_deleted(sdk_setup):
     rows = set(DeviceOutcome.objects.filter(rollout=rollout).values_list("device_id", flat=True))
     assert rows == set(devices) - not_comparable
     assert_rows_name_current_arms(rollout)
-    exposed = exposure_counts(rollout=rollout).comparable
-    assert arm_sufficient_statistics(rollout=rollout, exposed=exposed) == ledger_reference(rollout)
+    counted = exposure_counts(rollout=rollout).counted
+    assert arm_sufficient_statistics(rollout=rollout, counted=counted) == ledger_reference(rollout)
 
 
 def test_exposure_counts__one_scan__comparable_per_arm_and_this_stage_per_sdk(running):
@@ -590,7 +572,7 @@ def test_exposure_counts__one_scan__comparable_per_arm_and_this_stage_per_sdk(ru
     rollout.refresh_from_db()
     earlier = exposure_counts(rollout=rollout)  # the fixture's devices, exposed before
     assert earlier.this_stage == {}
-    assert set(earlier.comparable) == {"baseline", "challenger-1"}
+    assert set(earlier.counted_per_arm) == {"baseline", "challenger-1"}
     later = stage_start + timedelta(seconds=1)
     Exposure.objects.bulk_create(
         Exposure(
@@ -602,9 +584,9 @@ def test_exposure_counts__one_scan__comparable_per_arm_and_this_stage_per_sdk(ru
 
     counts = exposure_counts(rollout=rollout)
 
-    assert counts.comparable == {
-        "baseline": earlier.comparable["baseline"],
-        "challenger-1": earlier.comparable["challenger-1"] + 2,
+    assert counts.counted_per_arm == {
+        "baseline": earlier.counted_per_arm["baseline"],
+        "challenger-1": earlier.counted_per_arm["challenger-1"] + 2,
     }
     assert counts.this_stage == {"1.4.0": {"challenger-1": 4}}
 

@@ -133,6 +133,26 @@ def test_judge__sample_ratio_mismatch__srm_alert_no_action(running):
 def test_judge__auto_advance_when_stage_done__advances_audited_as_system(sdk_setup):
     rollout = services.rollout_create(
         flow=sdk_setup["flow"],
+        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [20, 50]}],
+        actor="test",
+        auto_advance=True,
+        stage_min_minutes=0,
+    )
+    rollout = services.rollout_start(rollout=rollout, actor="test")
+    populate(rollout, "baseline", 4000, 400)
+    populate(rollout, "challenger-1", 1000, 100)
+
+    analysis = rollout_analyze(rollout=rollout, act=True)
+
+    assert analysis.decision == "advance"
+    assert analysis.action == "advanced"
+    assert rollout.arms.get().share == 5_000
+    assert rollout.events.get(action="advance").actor == "system"
+
+
+def test_judge__plan_ending_at_100__holds_the_last_stage_with_a_baseline(sdk_setup):
+    rollout = services.rollout_create(
+        flow=sdk_setup["flow"],
         challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50, 100]}],
         actor="test",
         auto_advance=True,
@@ -144,10 +164,28 @@ def test_judge__auto_advance_when_stage_done__advances_audited_as_system(sdk_set
 
     analysis = rollout_analyze(rollout=rollout, act=True)
 
-    assert analysis.decision == "advance"
-    assert analysis.action == "advanced"
-    assert rollout.arms.get().share == 10_000
-    assert rollout.events.get(action="advance").actor == "system"
+    # At 100 % no device would be left to compare with: the step there is a promotion.
+    assert analysis.decision == "continue"
+    assert "automatic advancing stops here" in analysis.body["reasons"][0]
+    assert rollout.arms.get().share == 5_000
+    assert not rollout.events.filter(action="advance").exists()
+
+
+def test_judge__plan_ending_at_100__better_at_50__promotion_recommended(sdk_setup):
+    rollout = services.rollout_create(
+        flow=sdk_setup["flow"],
+        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50, 100]}],
+        actor="test",
+        planned_sample=4000,
+    )
+    rollout = services.rollout_start(rollout=rollout, actor="test")
+    populate(rollout, "baseline", 2000, 200)
+    populate(rollout, "challenger-1", 2000, 320)
+
+    analysis = rollout_analyze(rollout=rollout, act=True)
+
+    assert analysis.decision == "promote_recommended"
+    assert Alert.objects.get().kind == "promote_recommended"
 
 
 def test_judge__sequential_state__carried_between_looks(running):
