@@ -890,3 +890,18 @@ def test_clearly_worse_rate__higher_is_better_and_nobody_converts__worse():
     assert clearly_worse_rate(
         ArmStats.proportion(500, 250), ArmStats.proportion(500, 0), higher_is_better=True
     )
+
+
+@given(
+    n=st.integers(min_value=1, max_value=10**7),
+    share=st.floats(min_value=0, max_value=1),
+    confidence=st.sampled_from([0.9, 0.95, 0.999, 0.99999]),
+)
+def test_wilson_interval__equals_scipy(n, share, confidence):
+    successes = round(n * share)
+    expected = sps.binomtest(successes, n).proportion_ci(
+        confidence_level=confidence, method="wilson"
+    )
+    low, high = stats.wilson_interval(successes, n, confidence)
+    assert low == pytest.approx(expected.low, abs=1e-12)
+    assert high == pytest.approx(expected.high, abs=1e-12)
