@@ -99,6 +99,9 @@ class AnalysisResult:
     srm_p_value: float | None
     srm_findings: tuple[stats.SrmFinding, ...]
     srm_state: Mapping[str, Any]  # per slice, to pass back as `previous_srm` at the next look
+    # The previous states of metrics that failed this look, carried to the next unchanged, so
+    # a failure never restarts a running interval (which would let a verdict flip back).
+    carried: Mapping[str, Mapping[str, stats.SequentialState]]
     body: Mapping[str, Any]
     inputs: Mapping[str, Any]
 
@@ -110,6 +113,10 @@ class AnalysisResult:
     def sequential_state(self) -> dict:
         """What the next look starts from, in JSON form (`sequential_state_read` reads it)."""
         return {
+            **{
+                metric: {arm: s.to_dict() for arm, s in by_arm.items() if s}
+                for metric, by_arm in self.carried.items()
+            },
             **{
                 metric: {arm: c.state.to_dict() if c.state else None for arm, c in by_arm.items()}
                 for metric, by_arm in self.comparisons.items()
@@ -225,11 +232,12 @@ def analyze(data: AnalysisInput) -> AnalysisResult:
     comparisons: dict[str, dict[str, stats.Comparison]] = {}
     failures: dict[str, str] = {}
     extreme: list[tuple[str, str, str]] = []
+    summaries: dict[str, dict] = {}  # the baseline's pooled {"n", "mean"}, for the body
     for spec in data.specs:
         try:
             baseline = strata_of(spec.name, sums[BASELINE])
             challengers = {a.name: strata_of(spec.name, sums[a.name]) for a in data.arms}
-            comparisons[spec.name] = stats.compare_arms(
+            compared = stats.compare_arms(
                 baseline,
                 challengers,
                 spec,
@@ -238,10 +246,18 @@ def analyze(data: AnalysisInput) -> AnalysisResult:
                 min_devices=data.min_devices_per_arm,
                 previous=data.previous.get(spec.name),
             )
-            extreme += _extreme_harm(spec, baseline, challengers, pooled, data)
+            harm = _extreme_harm(spec, baseline, challengers, pooled, data)
+            # Pooled over all strata, the compared ones or not, so it can overflow where
+            # the comparison did not: computed here, where that is a failure of the metric.
+            summary = arm_stats(spec.name, pooled[BASELINE]).to_dict()
         except (ValueError, ArithmeticError) as error:
-            # One metric's data must not stop the judge: the others still decide.
+            # One metric's data must not stop the judge: the others still decide. Nothing of
+            # a failed metric is kept, so that what decides is what the body shows.
             failures[spec.name] = f"{spec.name} could not be computed: {error}"
+            continue
+        comparisons[spec.name] = compared
+        extreme += harm
+        summaries[spec.name] = summary
 
     srm_p, srm_findings, srm_inputs, srm_state = _srm(data)
     baseline_rate = _rate(pooled[BASELINE])
@@ -264,10 +280,14 @@ def analyze(data: AnalysisInput) -> AnalysisResult:
         extreme_harm=extreme,
         failures=failures,
     )
-    body = _body(data, pooled, comparisons, failures, verdict, srm_p, srm_findings, planned)
+    body = _body(
+        data, pooled, comparisons, summaries, failures, verdict, srm_p, srm_findings, planned
+    )
     inputs = {
-        "arms": pooled,
-        "strata": {name: {str(k): v for k, v in by.items()} for name, by in sums.items()},
+        "arms": {name: _json_sums(c) for name, c in pooled.items()},
+        "strata": {
+            name: {str(k): _json_sums(v) for k, v in by.items()} for name, by in sums.items()
+        },
         "watermark": data.watermark,
         "alpha": data.alpha,
         "planned_sample": data.planned_sample,
@@ -295,9 +315,23 @@ def analyze(data: AnalysisInput) -> AnalysisResult:
         srm_p_value=srm_p,
         srm_findings=tuple(srm_findings),
         srm_state=srm_state,
+        carried={m: data.previous[m] for m in failures if m in data.previous},
         body=body,
         inputs=inputs,
     )
+
+
+def _json_sums(sums: Mapping[str, Any]) -> dict:
+    """The sums as `inputs` stores them: JSON has no NaN or infinity (PostgreSQL's jsonb
+    rejects them, so the analysis could not be stored), so a value sum beyond floating-point
+    range is stored as null; `metric_failures` says why the metric was not computed."""
+    return {
+        **sums,
+        **{
+            key: sums[key] if math.isfinite(sums[key]) else None
+            for key in ("value_total", "value_squares")
+        },
+    }
 
 
 def _rate(sums: Mapping[str, Any]) -> float | None:
@@ -377,7 +411,9 @@ def _power(data: AnalysisInput, baseline_rate: float | None, smallest_arm: int) 
     }
 
 
-def _body(data, pooled, comparisons, failures, verdict, srm_p, srm_findings, planned) -> dict:
+def _body(
+    data, pooled, comparisons, summaries, failures, verdict, srm_p, srm_findings, planned
+) -> dict:
     shares = data.shares
 
     def arm_entry(name: str, model_id: str | None) -> dict:
@@ -395,7 +431,7 @@ def _body(data, pooled, comparisons, failures, verdict, srm_p, srm_findings, pla
             if spec.name in failures:
                 entry["metrics"][spec.name] = {"n": c["n"], "error": failures[spec.name]}
             elif name == BASELINE:
-                entry["metrics"][spec.name] = arm_stats(spec.name, c).to_dict()
+                entry["metrics"][spec.name] = summaries[spec.name]
             else:
                 entry["metrics"][spec.name] = comparisons[spec.name][name].to_dict()
         return entry
