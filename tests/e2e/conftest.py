@@ -76,3 +76,14 @@ def celery_worker(process_env, tmp_path):
     yield process
     app.conf.task_always_eager = eager
     process_stop(process)
+
+
+@pytest.fixture
+def beat_worker(process_env, tmp_path):
+    """The worker with the beat scheduler embedded, as bin/run starts it."""
+    log_path = tmp_path / "worker.log"
+    process = worker_start(
+        process_env, log_path, "--beat", f"--schedule={tmp_path / 'beat-schedule'}"
+    )
+    yield log_path
+    process_stop(process)

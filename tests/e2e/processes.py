@@ -7,6 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from controlplane.schedules import periodic_tasks_ensure
+from experiments.models import Analysis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,3 +45,35 @@ def worker_start(process_env, log_path: Path, *extra: str) -> subprocess.Popen:
             pytest.fail(f"the Celery worker did not start: {log_path.read_text()[-3000:]}")
         time.sleep(0.2)
     return process
+
+
+def fast_schedule() -> None:
+    """Let beat run the judge and its feeders every few seconds instead of minutes."""
+    periodic_tasks_ensure()
+    every = {
+        "Judge running rollouts": 4,
+        "Attribute outcome events": 2,
+        "Flush buffered exposures": 2,
+    }
+    for name, seconds in every.items():
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=seconds, period=IntervalSchedule.SECONDS
+        )
+        PeriodicTask.objects.filter(name=name).update(interval=interval, expire_seconds=seconds * 3)
+
+
+def wait_until(condition, seconds: float, what: str, log_path=None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    latest = Analysis.objects.first()
+    summary = (
+        f"latest analysis: {latest.decision} {latest.body.get('reasons')} "
+        f"{[(a['arm'], a['exposed'], a['metrics']['conversion']) for a in latest.body['arms']]}"
+        if latest
+        else "no analysis"
+    )
+    tail = log_path.read_text()[-2000:] if log_path else ""
+    pytest.fail(f"{what} did not happen within {seconds} s\n{summary}\n{tail}")

@@ -11,35 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from controlplane.schedules import periodic_tasks_ensure
 from experiments.models import Alert, AlertChannel, Analysis
 from rollout import services
 from rollout.allocation import BASELINE
 from rollout.models import RolloutState
 
-from .processes import process_stop, worker_start
+from .processes import fast_schedule, wait_until
 
 pytestmark = pytest.mark.e2e
 
 DEVICES = 5000
 SDK = "1.5.0"
-
-
-def fast_schedule() -> None:
-    """Let beat run the judge and its feeders every few seconds instead of minutes."""
-    periodic_tasks_ensure()
-    every = {
-        "Judge running rollouts": 4,
-        "Attribute outcome events": 2,
-        "Flush buffered exposures": 2,
-    }
-    for name, seconds in every.items():
-        interval, _ = IntervalSchedule.objects.get_or_create(
-            every=seconds, period=IntervalSchedule.SECONDS
-        )
-        PeriodicTask.objects.filter(name=name).update(interval=interval, expire_seconds=seconds * 3)
 
 
 def simulate(server, key, rate_by_arm: dict[str, float]) -> dict[str, str]:
@@ -110,34 +93,6 @@ def rollout_running(sdk_setup, webhook_receiver):
     )
     fast_schedule()
     return services.rollout_start(rollout=rollout, actor="test")
-
-
-@pytest.fixture
-def beat_worker(process_env, tmp_path):
-    """The worker with the beat scheduler embedded, as bin/run starts it."""
-    log_path = tmp_path / "worker.log"
-    process = worker_start(
-        process_env, log_path, "--beat", f"--schedule={tmp_path / 'beat-schedule'}"
-    )
-    yield log_path
-    process_stop(process)
-
-
-def wait_until(condition, seconds: float, what: str, log_path=None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    latest = Analysis.objects.first()
-    summary = (
-        f"latest analysis: {latest.decision} {latest.body.get('reasons')} "
-        f"{[(a['arm'], a['exposed'], a['metrics']['conversion']) for a in latest.body['arms']]}"
-        if latest
-        else "no analysis"
-    )
-    tail = log_path.read_text()[-2000:] if log_path else ""
-    pytest.fail(f"{what} did not happen within {seconds} s\n{summary}\n{tail}")
 
 
 def test_harmful_challenger__judge_rolls_back_by_itself_and_alerts_once(
