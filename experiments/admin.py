@@ -8,6 +8,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
 
 from controlplane.admin_mixins import ReadOnlyAdmin
+from rollout.guardrails import PRIMARY
 
 from .alerts import channel_backfill, channel_disable_pending
 from .models import Alert, AlertChannel, AlertDelivery, Analysis
@@ -97,7 +98,7 @@ class AnalysisAdmin(ReadOnlyAdmin):
     def primary_summary(self, analysis):
         parts = []
         for arm in analysis.body.get("arms", []):
-            metric = arm.get("metrics", {}).get("conversion", {})
+            metric = arm.get("metrics", {}).get(PRIMARY, {})
             if metric.get("mean") is None:
                 continue
             text = f"{arm['arm']} {metric['mean']:.2%} (n={metric.get('n')})"

@@ -307,6 +307,7 @@ def analyze(data: AnalysisInput) -> AnalysisResult:
             m: {a: s.to_dict() for a, s in by_arm.items() if s}
             for m, by_arm in data.previous.items()
         },
+        "previous_srm_state": {name: s.to_dict() for name, s in data.previous_srm.items()},
     }
     return AnalysisResult(
         verdict=verdict,

@@ -38,6 +38,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from rollout.allocation import BASELINE
 from rollout.exposures import device_lock_order, exposure_buffer_flush
 from rollout.models import ACTIVE_STATES, ENDED_STATES, Exposure, Rollout, RolloutArm
 
@@ -46,7 +47,6 @@ from .models import MODEL_ERROR, DeviceOutcome, OutcomeEvent
 
 BATCH = 5000  # events per transaction
 CHUNK = 2000  # values per IN (...) list or multi-row statement: under SQLite's variable limit
-BASELINE = "baseline"
 
 # A device's stored outcomes in one rollout (`DeviceOutcome`), besides its keys.
 _OUTCOME_FIELDS = (

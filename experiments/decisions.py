@@ -25,6 +25,8 @@ worse, never better (`stats`), so a verdict never flips from worse to better uns
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from rollout.allocation import BASELINE
+
 from .stats import Comparison, SrmFinding
 
 CONTINUE = "continue"
@@ -45,7 +47,7 @@ class StageInfo:
     # Devices each arm needs before advancing: the power calculation's answer when there is
     # a baseline rate to compute it from, never below min_devices_per_arm.
     planned_devices_per_arm: int
-    exposed: Mapping[str, int]  # comparable devices per arm, "baseline" included
+    exposed: Mapping[str, int]  # counted devices per arm, the baseline included
     # Per challenger: at the last stage where it can be compared with the baseline (its plan's
     # last, or the one before a stage that leaves the baseline no devices): promotion is
     # recommended there, and automatic advancing stops there (the step to 100 % is promotion).
@@ -165,7 +167,7 @@ def _decide(
     if stage.running and stage.auto_advance and not all(stage.final_stage.values()):
         # Advancing needs the planned devices in every arm, and at least the stage's time.
         short = {arm: n for arm, n in stage.exposed.items() if n < stage.planned_devices_per_arm}
-        missing_arms = [arm for arm in ("baseline", *stage.final_stage) if arm not in stage.exposed]
+        missing_arms = [arm for arm in (BASELINE, *stage.final_stage) if arm not in stage.exposed]
         if stage.minutes_in_stage >= stage.stage_min_minutes and not short and not missing_arms:
             return Verdict(
                 ADVANCE,

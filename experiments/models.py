@@ -3,9 +3,13 @@
 from django.db import models
 
 from registry.models import App, Flow
+
+# The reserved outcome, "the assigned model failed on the device": re-exported for ingestion,
+# attribution and exports.
+from rollout.guardrails import MODEL_ERROR as MODEL_ERROR
 from rollout.models import Rollout
 
-MODEL_ERROR = "model_error"  # the reserved outcome: the assigned model failed on the device
+from . import decisions
 
 
 class OutcomeEvent(models.Model):
@@ -87,12 +91,12 @@ class DeviceOutcome(models.Model):
 
 
 class Decision(models.TextChoices):
-    CONTINUE = "continue"
-    ADVANCE = "advance"
-    ROLLBACK = "rollback"
-    PROMOTE_RECOMMENDED = "promote_recommended"
-    SRM_ALERT = "srm_alert"
-    INSUFFICIENT_DATA = "insufficient_data"
+    CONTINUE = decisions.CONTINUE
+    ADVANCE = decisions.ADVANCE
+    ROLLBACK = decisions.ROLLBACK
+    PROMOTE_RECOMMENDED = decisions.PROMOTE_RECOMMENDED
+    SRM_ALERT = decisions.SRM_ALERT
+    INSUFFICIENT_DATA = decisions.INSUFFICIENT_DATA
 
 
 class Analysis(models.Model):

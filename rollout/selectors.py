@@ -7,6 +7,7 @@ from django.db.models import Count, Q
 
 from controlplane.errors import NotFound
 
+from .allocation import BASELINE
 from .models import Exposure, Rollout, RolloutEvent, RolloutState
 
 #: Audit-log actions that change the shares: each starts a new phase of the analysis.
@@ -54,7 +55,7 @@ def rollout_rollback_progress(*, rollout: Rollout) -> dict | None:
     """After a rollback: how many devices that had a challenger have confirmed the baseline."""
     if rollout.state != RolloutState.ROLLED_BACK:
         return None
-    challenger = Exposure.objects.filter(rollout=rollout).exclude(arm="baseline")
+    challenger = Exposure.objects.filter(rollout=rollout).exclude(arm=BASELINE)
     counts = challenger.aggregate(
         exposed=Count("id"), confirmed=Count("id", filter=Q(baseline_confirmed_at__isnull=False))
     )

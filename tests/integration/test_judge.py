@@ -248,3 +248,39 @@ def test_judge__auto_advance__waits_for_the_power_plan(sdk_setup):
     # A 20 % drop from 10 % needs about 3 800 devices per arm at power 0.8.
     assert analysis.decision == "continue"
     assert rollout.arms.get().share == 5000
+
+
+def test_documented_recompute_script__reproduces_a_stored_analysis(sdk_setup, capsys):
+    """docs/experiments.md's script recomputes intervals, p-values and SRM from `inputs`."""
+    import re
+    from pathlib import Path
+
+    rollout = services.rollout_create(
+        flow=sdk_setup["flow"],
+        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [20, 50]}],
+        actor="test",
+        guardrails=["value"],
+    )
+    rollout = services.rollout_start(rollout=rollout, actor="test")
+    populate(rollout, "baseline", 4000, 400)
+    populate(rollout, "challenger-1", 1000, 90)
+    rollout = services.rollout_advance(rollout=rollout, actor="test")
+    populate(rollout, "baseline", 1000, 100, start=4000)
+    populate(rollout, "challenger-1", 1000, 80, start=1000)
+    rollout_analyze(rollout=rollout, act=False)
+    stored = rollout_analyze(rollout=rollout, act=False)
+    assert stored.inputs["previous_sequential_state"]
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
+    section = docs[docs.index("### Recomputing an analysis from its `inputs`") :]
+    script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(script.replace("pk=3", f"pk={stored.pk}"), {})  # noqa: S102
+    printed = capsys.readouterr().out.splitlines()
+
+    challenger = next(a for a in stored.body["arms"] if a["arm"] == "challenger-1")
+    for metric, body in challenger["metrics"].items():
+        line = next(p for p in printed if p.startswith(f"{metric} challenger-1 "))
+        assert str(tuple(body["sequential_ci"]) if body["sequential_ci"] else None) in line
+        assert str(body["p_value"]) in line
+        assert body["strata"] in (0, 2)
+    assert printed[-1].startswith(f"{stored.body['srm_p_value']} ")
