@@ -7,19 +7,28 @@ It sets up a throw-away installation (PostgreSQL database `cohort_bench_analysis
 database 7), migrates, and in one Django process (`controlplane.settings`, DEBUG off):
 
     1  seeds an app, a flow, a baseline and --challengers challenger models (each trained with
-       its own seed and bias, so every file differs) and a running rollout, every challenger at
-       one stage of 25 % (or less, so that they fit), with the guardrails `value` and
-       `outcome:Dismissed` (so the label counts are computed too)
-    2  bulk-loads, with psycopg 3 COPY, --devices exposures spread over the baseline and the
-       challengers by their expected shares (comparable, exposed after the stage started, SDK
-       1.4.0 or 1.5.0) and a `DeviceOutcome` row for ~40 % of those devices (~10 % of them
-       converted, with a value; ~1 % with model errors), then ANALYZEs both tables
+       its own seed and bias, so every file differs) and a running rollout, every challenger
+       with the stages 5, 15 and 25 % (or less, so that they fit), with the guardrails `value`
+       and `outcome:Dismissed` (so the label counts are computed too); it starts the rollout
+       and advances it twice, then moves the three phases (and their audit-log entries) back
+       to 3, 2 and 1 days ago
+    2  bulk-loads, with psycopg 3 COPY, --devices exposures, their first exposure spread
+       uniformly over the three phases (SDK 1.4.0 or 1.5.0). 99 % are comparable devices in a
+       bucket that maps to their arm both in their phase and under the current shares, so the
+       analysis counts them, in the stratum of their phase; 1 %, exposed before the last
+       advance, are in a baseline bucket a challenger took since: half still in the baseline,
+       half moved to the challenger and no longer comparable (the analysis leaves both out).
+       A `DeviceOutcome` row (with the exposure's arm_since and bucket) for ~40 % of the
+       comparable devices (~10 % of them converted, with a value; ~1 % with model errors),
+       then ANALYZEs both tables
     3  times `rollout_analyze(rollout=..., act=False)` --repeats times (wall clock; the first
        call also imports and warms up, so it is reported apart) and the SQL of each call
 
-It prints the timings, the decision and the exposed devices per arm, the target (< 1 s per
-analysis) and, if it is missed (or with --explain), EXPLAIN (ANALYZE, BUFFERS) of the
-selectors' queries. The database and the Redis data are removed at the end.
+It checks that every analysis counted what was loaded (per arm: devices, reporting and
+converted devices; per arm and stratum: devices) and stops if not. It prints the timings, the
+decision and the exposed devices per arm, the target (< 1 s per analysis) and, if it is
+missed (or with --explain), EXPLAIN (ANALYZE, BUFFERS) of the selectors' queries. The database
+and the Redis data are removed at the end.
 """
 
 import argparse
@@ -49,7 +58,10 @@ DATABASE = "cohort_bench_analysis"
 REDIS_URL = "redis://127.0.0.1:6379/7"
 BROKER_URL = "redis://127.0.0.1:6379/6"
 TARGET_SECONDS = 1.0
-STAGE_PERCENT = 25
+STAGE_PERCENT = 25  # every challenger's final stage (or less, so that they fit)
+STAGE_FRACTIONS = (0.2, 0.6, 1.0)  # the stages, of STAGE_PERCENT: 5, 15 and 25 %
+PHASE_LENGTH = timedelta(days=1)  # between the start and each advance, and since the last
+EXCLUDED = 0.01  # devices in a bucket a challenger took since their exposure (left out)
 SDK_VERSIONS = ("1.4.0", "1.5.0")
 REPORTING = 0.40  # devices with a DeviceOutcome row
 CONVERSION = 0.10  # of the reporting devices, before each arm's lift
@@ -103,49 +115,111 @@ def seed(challengers: int):
     registry_services.flow_baseline_set(
         flow=flow, model_version=versions[0], actor="benchmark", reason="benchmark"
     )
-    # Every challenger at one stage; they must fit in 100 % together.
+    # Every challenger ends at 25 % (or less, so that they fit in 100 % together); the rollout
+    # is started and advanced through the earlier stages, so it has one phase per stage.
     percent = min(STAGE_PERCENT, 100 // (challengers + 1))
+    stages = [round(percent * fraction, 2) for fraction in STAGE_FRACTIONS]
     rollout = rollout_services.rollout_create(
         flow=flow,
-        challengers=[{"model_id": str(v.pk), "stages": [percent]} for v in versions[1:]],
+        challengers=[{"model_id": str(v.pk), "stages": stages} for v in versions[1:]],
         actor="benchmark",
         guardrails=["value", f"outcome:{training.DISMISSED}"],
     )
-    return rollout_services.rollout_start(rollout=rollout, actor="benchmark")
+    rollout = rollout_services.rollout_start(rollout=rollout, actor="benchmark")
+    for _ in STAGE_FRACTIONS[1:]:
+        rollout = rollout_services.rollout_advance(rollout=rollout, actor="benchmark")
+    return rollout
 
 
-def bulk_load(rollout, devices: int) -> dict:
-    """COPY the exposures and per-device outcomes of `devices` devices; return per-arm counts."""
+def phases_backdate(rollout) -> list[datetime]:
+    """Move the rollout's start and advances (and their audit-log entries) back in time, one
+    day apart, the current phase beginning a day ago; return the phase starts."""
+    from rollout.models import Rollout, RolloutEvent
+    from rollout.selectors import PHASE_ACTIONS, rollout_phase_starts
+
+    events = list(
+        RolloutEvent.objects.filter(rollout=rollout, action__in=PHASE_ACTIONS).order_by("at", "pk")
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    starts = [now - PHASE_LENGTH * (len(events) - index) for index in range(len(events))]
+    for event, at in zip(events, starts, strict=True):
+        RolloutEvent.objects.filter(pk=event.pk).update(at=at)
+    Rollout.objects.filter(pk=rollout.pk).update(started_at=starts[0], stage_started_at=starts[-1])
+    rollout.refresh_from_db()
+    if rollout_phase_starts(rollout=rollout) != starts:
+        sys.exit(f"the audit log does not give the phases {starts}")
+    return starts
+
+
+def placements(arms, phases: int) -> tuple[list[list[tuple[int, str]]], list[list[tuple]]]:
+    """Per phase: the (bucket, arm) places a device exposed then can have and still count
+    (its bucket maps to the same arm then and now), and the (bucket, arm now, phase the
+    bucket joined that arm) places of the baseline buckets a challenger has taken since."""
+    from rollout.allocation import BASELINE
+    from rollout.hashing import BUCKETS
+
+    def arm_at(bucket: int, phase: int) -> str:
+        for arm in arms:
+            if arm.segment_start <= bucket < arm.segment_start + arm.stages[phase]:
+                return arm.name
+        return BASELINE
+
+    last = phases - 1
+    counted, moved = [], []
+    for phase in range(phases):
+        here, taken = [], []
+        for bucket in range(BUCKETS):
+            then, now = arm_at(bucket, phase), arm_at(bucket, last)
+            if then == now:
+                here.append((bucket, then))
+            elif then == BASELINE:
+                joined = next(p for p in range(phase, phases) if arm_at(bucket, p) == now)
+                taken.append((bucket, now, joined))
+        counted.append(here)
+        moved.append(taken)
+    return counted, moved
+
+
+def bulk_load(rollout, phase_starts: list[datetime], devices: int) -> dict:
+    """COPY the exposures and per-device outcomes of `devices` devices; return what the
+    analysis must count (per arm and stratum) and the load's figures.
+
+    Devices enter over the phases (uniformly in time, from the start to a minute ago) and
+    get a bucket that maps to the same arm then and under the current shares; a fraction
+    `EXCLUDED` of them, exposed before the last advance, are in a bucket a challenger has
+    taken since: half still in the baseline (not polled since; the analysis leaves them out
+    by their bucket, outcome row or not), half moved to the challenger (no longer comparable,
+    no outcome row).
+    """
+    import bisect
     import random
 
     import psycopg
     from django.db import connection
     from psycopg.types.json import Jsonb
 
-    from rollout.allocation import BASELINE, ArmAllocation, Segment, expected_shares
-    from rollout.hashing import BUCKETS
-    from rollout.models import Rollout
+    from rollout.allocation import BASELINE
 
-    # Two days into the stage, so exposures fall after it started and before now.
-    started = datetime.now(UTC) - timedelta(days=2)
-    Rollout.objects.filter(pk=rollout.pk).update(started_at=started, stage_started_at=started)
-    rollout.refresh_from_db()
     arms = list(rollout.arms.order_by("position"))
-    shares = expected_shares(
-        [ArmAllocation(a.name, Segment(a.segment_start, a.segment_end), a.share) for a in arms]
-    )
     names = [BASELINE, *(a.name for a in arms)]
-    weights = [shares[name] for name in names]
-    # Buckets: a challenger's from its segment's first `share` buckets, the baseline's elsewhere.
-    taken = {b for a in arms for b in range(a.segment_start, a.segment_start + a.share)}
-    buckets = {a.name: range(a.segment_start, a.segment_start + a.share) for a in arms}
-    buckets[BASELINE] = [b for b in range(BUCKETS) if b not in taken]
     lift = {name: 1.0 + 0.05 * index for index, name in enumerate(names)}
+    counted_places, moved_places = placements(arms, len(phase_starts))
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=60)
+
+    def moment(start: datetime, stop: datetime) -> datetime:
+        return start + timedelta(seconds=rng.randrange(int((stop - start).total_seconds())))
+
+    def phase_of(at: datetime) -> int:
+        return bisect.bisect_right(phase_starts, at) - 1
 
     rng = random.Random(8362)
-    window = int((datetime.now(UTC) - started).total_seconds()) - 60
-    exposed = dict.fromkeys(names, 0)
-    reporting = 0
+    excluded = round(devices * EXCLUDED) if len(phase_starts) > 1 else 0
+    kinds = ["counted"] * (devices - excluded)
+    kinds += ["moved range"] * (excluded // 2) + ["moved"] * (excluded - excluded // 2)
+    rng.shuffle(kinds)
+    expected = {name: {"n": 0, "reporting": 0, "converted": 0, "strata": {}} for name in names}
+    tally = dict.fromkeys(("counted", "moved range", "moved"), 0)
+    outcome_rows = 0
     settings = connection.settings_dict
     conninfo = f"{POSTGRES}/{settings['NAME']}"
     started_copy = time.perf_counter()
@@ -158,25 +232,44 @@ def bulk_load(rollout, devices: int) -> dict:
             ) as exposures,
         ):
             outcomes = []
-            for i, arm in enumerate(rng.choices(names, weights=weights, k=devices)):
-                exposed[arm] += 1
+            for i, kind in enumerate(kinds):
+                tally[kind] += 1
                 device = f"{rng.getrandbits(128):032x}"
-                at = started + timedelta(seconds=rng.randrange(window))
                 sdk = SDK_VERSIONS[i % 4 == 0]  # a quarter on 1.5.0
+                if kind == "counted":
+                    first = moment(phase_starts[0], end)
+                    phase = phase_of(first)
+                    bucket, arm = rng.choice(counted_places[phase])
+                    since, comparable = first, True
+                else:  # exposed before the last advance, in a bucket taken since
+                    first = moment(phase_starts[0], phase_starts[-1])
+                    phase = phase_of(first)
+                    bucket, now_arm, joined = rng.choice(moved_places[phase])
+                    if kind == "moved range":
+                        arm, since, comparable = BASELINE, first, True
+                    else:
+                        arm, comparable = now_arm, False
+                        since = moment(phase_starts[joined], end)
                 exposures.write_row(
-                    (rollout.pk, device, arm, rng.choice(buckets[arm]), sdk, at, at, True, None)
+                    (rollout.pk, device, arm, bucket, sdk, first, since, comparable, None)
                 )
-                if rng.random() < REPORTING:
-                    outcomes.append((device, arm, at))
+                reports = comparable and rng.random() < REPORTING
+                if reports:
+                    outcomes.append((device, arm, since, bucket, kind == "counted"))
+                if kind == "counted":
+                    expected[arm]["n"] += 1
+                    strata = expected[arm]["strata"]
+                    strata[phase] = strata.get(phase, 0) + 1
+                    expected[arm]["reporting"] += reports
         with (
             db.cursor() as cur,
             cur.copy(
-                "COPY experiments_deviceoutcome (rollout_id, device_id, arm, events, "
-                "conversions, value_sum, model_errors, ran_assigned_model, outcome_counts, "
-                "last_event_at) FROM STDIN"
+                "COPY experiments_deviceoutcome (rollout_id, device_id, arm, arm_since, bucket, "
+                "events, conversions, value_sum, model_errors, ran_assigned_model, "
+                "outcome_counts, last_event_at) FROM STDIN"
             ) as copy,
         ):
-            for device, arm, at in outcomes:
+            for device, arm, since, bucket, counts_in_analysis in outcomes:
                 converted = rng.random() < CONVERSION * lift[arm]
                 conversions = 1 + (rng.random() < 0.1) if converted else 0
                 dismissed = rng.randrange(3)
@@ -188,12 +281,14 @@ def bulk_load(rollout, devices: int) -> dict:
                     counts["Dismissed"] = dismissed
                 value = round(sum(rng.choice((0.99, 4.99, 9.99)) for _ in range(conversions)), 2)
                 events = conversions + dismissed + errors or 1
-                last = at + timedelta(seconds=rng.randrange(3600))
+                last = since + timedelta(seconds=rng.randrange(3600))
                 copy.write_row(
-                    (rollout.pk, device, arm, events, conversions, value, errors,
+                    (rollout.pk, device, arm, since, bucket, events, conversions, value, errors,
                      rng.random() < 0.97, Jsonb(counts), last)
                 )  # fmt: skip
-                reporting += 1
+                if counts_in_analysis:
+                    expected[arm]["converted"] += conversions > 0
+                outcome_rows += 1
         db.commit()
         copy_seconds = time.perf_counter() - started_copy
         db.autocommit = True
@@ -208,12 +303,32 @@ def bulk_load(rollout, devices: int) -> dict:
             for table in TABLES
         }
     return {
-        "exposed": exposed,
-        "reporting": reporting,
+        "expected": expected,
+        "kinds": tally,
+        "reporting": outcome_rows,
         "copy_seconds": copy_seconds,
         "analyze_seconds": analyze_seconds,
         "sizes": sizes,
     }
+
+
+def counts_check(analysis, expected: dict) -> list[str]:
+    """Where the analysis' counts differ from what was loaded (per arm: n, reporting,
+    converted; per arm and stratum: n)."""
+    arms = analysis.inputs.get("arms", {})
+    strata = analysis.inputs.get("strata", {})
+    problems = []
+    for name, loaded in expected.items():
+        counted = arms.get(name, {})
+        for key in ("n", "reporting", "converted"):
+            if counted.get(key, 0) != loaded[key]:
+                problems.append(
+                    f"{name} {key}: analysed {counted.get(key, 0)}, loaded {loaded[key]}"
+                )
+        by_stratum = {int(k): v["n"] for k, v in strata.get(name, {}).items() if v["n"]}
+        if by_stratum != loaded["strata"]:
+            problems.append(f"{name} per stratum: analysed {by_stratum}, loaded {loaded['strata']}")
+    return problems
 
 
 def explain(queries: list[dict]) -> None:
@@ -249,14 +364,23 @@ def run_main(params: dict) -> None:
         print(f"    {arm.name}: share {arm.share / 100:g} %, segment {arm.segment_start}-"
               f"{arm.segment_end}, model {arm.model_version_id}")  # fmt: skip
 
-    print(f"==> COPY of {params['devices']:,} exposures and their device outcomes")
-    loaded = bulk_load(rollout, params["devices"])
+    phase_starts = phases_backdate(rollout)
     print(
-        f"    {sum(loaded['exposed'].values()):,} exposures and {loaded['reporting']:,} device "
+        f"    phases (start, advance, advance) began {', '.join(f'{s:%m-%d %H:%M}' for s in phase_starts)} UTC"
+    )
+
+    print(f"==> COPY of {params['devices']:,} exposures and their device outcomes")
+    loaded = bulk_load(rollout, phase_starts, params["devices"])
+    expected = loaded["expected"]
+    print(
+        f"    {sum(loaded['kinds'].values()):,} exposures and {loaded['reporting']:,} device "
         f"outcomes in {loaded['copy_seconds']:.1f} s; ANALYZE {loaded['analyze_seconds']:.1f} s; "
         f"sizes (with indexes) {loaded['sizes']}"
     )
-    print(f"    exposed per arm: {loaded['exposed']}")
+    print(f"    exposures by kind: {loaded['kinds']}")
+    for name, e in expected.items():
+        print(f"    to count in {name}: {e['n']:,} (per stratum {dict(sorted(e['strata'].items()))}), "
+              f"{e['reporting']:,} reporting, {e['converted']:,} converted")  # fmt: skip
 
     timings, analyses, queries = [], [], []
     for number in range(params["repeats"] + 1):
@@ -284,9 +408,14 @@ def run_main(params: dict) -> None:
             f"{c['errored']:,} | {c['labels'].get('Dismissed', 0):,} |"
         )
     total = sum(c["n"] for c in counts.values())
-    if total != params["devices"]:
-        sys.exit(f"the analysis counted {total} devices, not {params['devices']}")
-    print(f"    {total:,} exposed devices counted")
+    for number, each in enumerate(analyses):
+        problems = counts_check(each, expected)
+        if problems:
+            sys.exit(f"analysis {number} does not count what was loaded: {'; '.join(problems)}")
+    print(
+        f"    {total:,} devices counted, as loaded (per arm n, reporting, converted; per stratum "
+        f"n), in every analysis; {sum(loaded['kinds'].values()) - total:,} left out"
+    )
 
     repeats = timings[1:]
     median = statistics.median(repeats)

@@ -1,9 +1,11 @@
 """The analysis' per-arm, per-stratum sums computed the slow way, with the pure rule of
 `experiments.counting` applied to each exposure: what the selectors' SQL must equal."""
 
+import math
+
 from experiments.counting import device_counts, stratum_of
 from experiments.models import DeviceOutcome
-from experiments.selectors import VALUE_SUM_CLIP, empty_sums
+from experiments.selectors import VALUE_SUM_CLIP, VALUE_SUM_TINY, empty_sums
 from rollout.allocation import BASELINE, ArmAllocation, Segment, arm_for_bucket
 from rollout.models import Exposure
 from rollout.selectors import rollout_phase_starts
@@ -35,7 +37,10 @@ def counting_reference(rollout, labels=()) -> dict:
             exposure.arm_since,
             exposure.bucket,
         ), exposure.device_id
-        value = max(-VALUE_SUM_CLIP, min(VALUE_SUM_CLIP, row.value_sum))
+        value = row.value_sum
+        if math.isnan(value) or abs(value) < VALUE_SUM_TINY:
+            value = 0.0
+        value = max(-VALUE_SUM_CLIP, min(VALUE_SUM_CLIP, value))
         sums["reporting"] += 1
         sums["converted"] += row.conversions > 0
         sums["errored"] += row.model_errors > 0

@@ -9,7 +9,6 @@ from importlib import import_module
 import pytest
 from django.apps import apps as django_apps
 from django.db import connection, connections
-from django.db.models import Exists, OuterRef
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -19,12 +18,12 @@ from experiments.attribution import events_attribute, ledger_catch_up
 from experiments.event_store import EventBatch, EventRow, events_write
 from experiments.models import DeviceOutcome, OutcomeEvent
 from experiments.selectors import arm_sufficient_statistics, exposure_counts
-from tests.integration.counting_reference import counting_reference
 from rollout import services
 from rollout.cache import assignment_cache
 from rollout.exposures import exposure_buffer_flush
 from rollout.models import Exposure, Rollout
 from rollout.sdk_api import device_assignments
+from tests.integration.counting_reference import counting_reference
 
 pytestmark = pytest.mark.django_db
 
