@@ -245,6 +245,9 @@ def analyze(data: AnalysisInput) -> AnalysisResult:
                 planned_sample=data.planned_sample,
                 min_devices=data.min_devices_per_arm,
                 previous=data.previous.get(spec.name),
+                # Every metric can roll a challenger back: alpha is shared by all of them, so the
+                # chance of any false verdict on any metric stays within alpha.
+                metrics=len(data.specs),
             )
             harm = _extreme_harm(spec, baseline, challengers, pooled, data)
             # Pooled over all strata, the compared ones or not, so it can overflow where

@@ -605,6 +605,7 @@ def compare_arms(
     planned_sample: float = DEFAULT_PLANNED_SAMPLE,
     min_devices: int = DEFAULT_MIN_DEVICES,
     previous: Mapping[str, SequentialState | None] | None = None,
+    metrics: int = 1,
 ) -> dict[str, Comparison]:
     """Compare every challenger with the baseline on ``metric``; return them by name.
 
@@ -622,14 +623,15 @@ def compare_arms(
     * p_value_adjusted: Holm across all m challengers (an insufficient one counts as
       p = 1, so m never shrinks).
 
-    Sequential, for each challenger: ``sequential_update`` at level alpha/m (Bonferroni)
-    with tuning parameter ``planned_sample``, starting from ``previous[name]``.
+    Sequential, for each challenger: ``sequential_update`` at level alpha/(m*k) (Bonferroni
+    over the m challengers and the k = ``metrics`` metrics decided on together) with tuning
+    parameter ``planned_sample``, starting from ``previous[name]``.
     Bonferroni and not Holm because the decision reads the interval, and intervals
     compatible with Holm are uninformative for the rejected hypotheses; a fixed level per
     challenger also keeps the running intersection meaningful. Since each running
-    interval covers the true difference at every look with probability >= 1 - alpha/m,
-    the chance that any challenger is ever wrongly significant, over all looks, is
-    <= alpha. ``alpha``, ``planned_sample`` and the number of challengers must not change
+    interval covers the true difference at every look with probability >= 1 - alpha/(m*k),
+    the chance that any challenger is ever wrongly significant on any metric, over all looks,
+    is <= alpha. ``alpha``, ``planned_sample`` and the number of challengers must not change
     during a rollout (a change marks a conflict).
 
     The guarantees rest on the normal approximation of the arm means, hence
@@ -640,9 +642,11 @@ def compare_arms(
     _check_alpha(alpha)
     if isinstance(min_devices, bool) or not isinstance(min_devices, int) or min_devices < 0:
         raise ValueError(f"min_devices must be an integer >= 0, got {min_devices!r}")
+    if isinstance(metrics, bool) or not isinstance(metrics, int) or metrics < 1:
+        raise ValueError(f"metrics must be an integer >= 1, got {metrics!r}")
     previous = previous or {}
     m = len(challengers)
-    level = alpha / max(1, m)
+    level = alpha / (max(1, m) * metrics)
 
     comparisons: dict[str, Comparison] = {}
     for name, arm in challengers.items():
@@ -658,7 +662,7 @@ def compare_arms(
                 metric,
                 alpha=alpha,
                 level=level,
-                m=m,
+                m=m * metrics,
                 planned_sample=planned_sample,
                 previous=prev,
             )

@@ -117,6 +117,7 @@ def test_analyze__one_stratum__equals_compare_arms_directly():
             alpha=0.05,
             planned_sample=4000,
             min_devices=100,
+            metrics=len(SPECS),  # the judge shares alpha between the metrics it decides on
         )[CHALLENGER]
         got = result.comparisons[spec.name][CHALLENGER]
         assert got.insufficient is None

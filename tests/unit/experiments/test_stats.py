@@ -905,3 +905,19 @@ def test_wilson_interval__equals_scipy(n, share, confidence):
     low, high = stats.wilson_interval(successes, n, confidence)
     assert low == pytest.approx(expected.low, abs=1e-12)
     assert high == pytest.approx(expected.high, abs=1e-12)
+
+
+def test_compare_arms__alpha_shared_by_metrics__each_interval_at_alpha_over_m_times_k():
+    baseline = ArmStats.proportion(4000, 400)
+    challengers = {"a": ArmStats.proportion(4000, 460), "b": ArmStats.proportion(4000, 400)}
+    spec = MetricSpec("conversion", "proportion")
+    alone = compare_arms(baseline, challengers, spec, planned_sample=8000)["a"]
+    shared = compare_arms(baseline, challengers, spec, planned_sample=8000, metrics=3)["a"]
+
+    assert shared.state.alpha == pytest.approx(0.05 / 6)
+    assert alone.state.alpha == pytest.approx(0.05 / 2)
+    assert shared.sequential_ci[0] < alone.sequential_ci[0]  # wider: a smaller level each
+    assert shared.sequential_p_adjusted == pytest.approx(min(1.0, 6 * shared.sequential_p))
+    assert shared.p_value == alone.p_value  # the fixed-horizon figures are for people
+    with pytest.raises(ValueError, match="metrics"):
+        compare_arms(baseline, challengers, spec, metrics=0)
