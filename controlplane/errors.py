@@ -37,3 +37,10 @@ class Conflict(DomainError):
 class TooLarge(DomainError):
     status = 413
     code = "too_large"
+
+
+class Unavailable(DomainError):
+    """The request could not be answered in time; the same request may succeed later."""
+
+    status = 503
+    code = "unavailable"

@@ -217,6 +217,13 @@ ROLLBACK_CONFIRMATION_WINDOW_SECONDS = env.int(
 # The judge: significance level, and the relative lift the power calculation sizes for.
 EXPERIMENT_ALPHA = env.float("EXPERIMENT_ALPHA", default=0.05)
 EXPERIMENT_MIN_DETECTABLE_LIFT = env.float("EXPERIMENT_MIN_DETECTABLE_LIFT", default=0.10)
+# A look whose data is complete only up to longer ago than this (the catch-up could not run)
+# still rolls back on harm, but holds advancing and alerts. The attribution job moves the
+# ledger's checkpoint every 30 s, so 120 s allows a few late runs.
+JUDGE_MAX_DATA_AGE_SECONDS = env.int("JUDGE_MAX_DATA_AGE_SECONDS", default=120)
+# POST …/analyze's database time: under gunicorn's worker timeout (30 s by default), so the
+# request answers a JSON 503 instead of being killed.
+ANALYZE_REQUEST_TIMEOUT_SECONDS = env.float("ANALYZE_REQUEST_TIMEOUT_SECONDS", default=15.0)
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="cohort@localhost")
@@ -233,6 +240,10 @@ EVENT_CLOCK_SKEW_SECONDS = env.int("EVENT_CLOCK_SKEW_SECONDS", default=300)
 EVENT_ATTRIBUTION_PATIENCE_SECONDS = env.int("EVENT_ATTRIBUTION_PATIENCE_SECONDS", default=6 * 3600)
 # How often each web process checks whether what devices are told has changed.
 ROLLOUT_CONFIG_CHECK_SECONDS = env.float("ROLLOUT_CONFIG_CHECK_SECONDS", default=2.0)
+# With Redis, how often each web process also reads the config version from the database, where
+# it is committed: the bound on staleness when a change's copy to Redis was lost. (While its
+# Redis is unreachable, and without Redis, a process reads the database at every check.)
+ROLLOUT_CONFIG_DB_CHECK_SECONDS = env.float("ROLLOUT_CONFIG_DB_CHECK_SECONDS", default=10.0)
 # Exposures each web process remembers, so a device's repeated polls write nothing.
 ROLLOUT_EXPOSURE_MEMORY = env.int("ROLLOUT_EXPOSURE_MEMORY", default=200_000)
 

@@ -1,5 +1,6 @@
 """Management API of experiments: run the judge on a rollout now, read its latest analysis."""
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,10 +17,19 @@ class RolloutAnalyzeApi(APIView):
     # The judge may advance a rollout, so running it takes the right to advance.
     write_roles = ACTION_ROLES["advance"]
 
-    @extend_schema(request=None, responses={200: dict})
+    @extend_schema(request=None, responses={200: dict, 503: dict})
     def post(self, request, rollout_id):
-        """Run the judge now: the same analysis and automatic actions as the periodic job."""
-        analysis = rollout_analyze(rollout=rollout_get(rollout_id=rollout_id), act=True)
+        """Run the judge now: the same analysis and automatic actions as the periodic job.
+
+        On the ledger as the background jobs left it (the body's `watermark` says how far it
+        is complete), never waiting for them, and within ANALYZE_REQUEST_TIMEOUT_SECONDS.
+        """
+        analysis = rollout_analyze(
+            rollout=rollout_get(rollout_id=rollout_id),
+            act=True,
+            catch_up=False,
+            within=settings.ANALYZE_REQUEST_TIMEOUT_SECONDS,
+        )
         return Response(analysis.body)
 
 

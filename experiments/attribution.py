@@ -27,6 +27,8 @@ Contract:
 - Queries per batch are few and do not grow with events (only with chunks of thousands).
 """
 
+import itertools
+import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,11 +41,19 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from rollout.allocation import BASELINE
-from rollout.exposures import device_lock_order, exposure_buffer_flush
+from rollout.exposures import (
+    FLUSH_LEASE_SECONDS,
+    ExposureBufferUnavailable,
+    device_lock_order,
+    exposure_buffer_drained_at,
+    exposure_buffer_flush,
+)
 from rollout.models import ACTIVE_STATES, ENDED_STATES, Exposure, Rollout, RolloutArm
 
 from .counting import event_counts
-from .models import MODEL_ERROR, DeviceOutcome, OutcomeEvent
+from .models import MODEL_ERROR, DeviceOutcome, LedgerCheckpoint, OutcomeEvent
+
+logger = logging.getLogger(__name__)
 
 BATCH = 5000  # events per transaction
 CHUNK = 2000  # values per IN (...) list or multi-row statement: under SQLite's variable limit
@@ -450,17 +460,50 @@ def events_attribute(
     return _attribute(limit=limit, batch=batch, now=now)[0]
 
 
-def ledger_catch_up(*, limit: int = 50_000) -> int:
+def ledger_catch_up(
+    *, limit: int = 50_000, wait: float = FLUSH_LEASE_SECONDS, passes: int | None = None
+) -> int:
     """Flush buffered exposures, then attribute every event that can be; return events settled.
 
-    The analysis calls this first, so a device that polled and reported before the call is
-    counted. It stops once a pass reaches the end of the unattributed events.
+    The judge calls this first, so a device that polled and reported before the call is
+    counted. It stops once a pass reaches the end of the unattributed events (or after
+    `passes`). `wait` bounds the wait for another flusher's lease: workers only, never a request.
+
+    When it ends complete, it moves the ledger's checkpoint (`ledger_complete_through`): to its
+    own start when it drained the buffer itself, else to when another flusher last did. When
+    the buffer could not be flushed and nobody drained it, the checkpoint stays where it was,
+    and analyses say so through their watermark.
     """
-    while exposure_buffer_flush():
-        pass
-    total = 0
-    while True:
+    started = timezone.now()
+    try:
+        while exposure_buffer_flush(wait=wait):
+            pass
+        drained_at = started
+    except ExposureBufferUnavailable as error:
+        logger.warning("ledger.catch_up_without_flush: %s", error)
+        drained_at = exposure_buffer_drained_at()
+    total, complete = 0, False
+    for _ in itertools.count() if passes is None else range(passes):
         settled, examined = _attribute(limit=limit, batch=BATCH, now=None)
         total += settled
-        if examined < limit or not settled:
-            return total
+        if examined < limit:
+            complete = True
+            break
+        if not settled:
+            break
+    if complete and drained_at is not None:
+        ledger_checkpoint_advance(drained_at)
+    return total
+
+
+def ledger_checkpoint_advance(moment: datetime) -> None:
+    """Move the checkpoint forward to `moment` (never back: catch-ups may finish out of order)."""
+    if not LedgerCheckpoint.objects.filter(pk=1, complete_through__lt=moment).update(
+        complete_through=moment
+    ):
+        LedgerCheckpoint.objects.get_or_create(pk=1, defaults={"complete_through": moment})
+
+
+def ledger_complete_through() -> datetime | None:
+    """The time up to which the ledger is known complete (None: no catch-up has finished yet)."""
+    return LedgerCheckpoint.objects.filter(pk=1).values_list("complete_through", flat=True).first()

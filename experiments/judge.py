@@ -5,17 +5,18 @@ database, stores its result, and carries out its decision once.
 """
 
 import logging
+from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from redis.exceptions import LockError
 
 from controlplane.actors import SYSTEM
+from controlplane.db import statement_deadline
 from controlplane.errors import Conflict
 from rollout import services as rollout_services
 from rollout.allocation import ArmAllocation, Segment, expected_shares
-from rollout.guardrails import InvalidGuardrail, guardrails_parse
+from rollout.guardrails import VALUE, InvalidGuardrail, guardrails_parse
 from rollout.models import ACTIVE_STATES, Rollout, RolloutState
 from rollout.selectors import rollout_phase_starts
 
@@ -29,7 +30,7 @@ from .analysis import (
     at_last_comparable_stage,
     sequential_state_read,
 )
-from .attribution import ledger_catch_up
+from .attribution import ledger_catch_up, ledger_complete_through
 from .models import Analysis
 from .selectors import analysis_latest, arm_sufficient_statistics, exposure_counts
 
@@ -69,6 +70,7 @@ def analysis_input(rollout: Rollout, *, watermark, now, notes: list[str]) -> Ana
         phase_starts=phase_starts,
         counted=exposure.counted,
         outcome_labels=labels,
+        with_values=any(spec.name == VALUE for spec in specs),
     )
     shares = _shares(arms)
     last = at_last_comparable_stage({a.name: (a.stage_index, a.stages) for a in arms})
@@ -110,41 +112,88 @@ def analysis_input(rollout: Rollout, *, watermark, now, notes: list[str]) -> Ana
     )
 
 
-def rollout_analyze(*, rollout: Rollout, act: bool = True) -> Analysis:
+# Decisions that wait for fresh data. A rollback does not: harm seen in the data up to the
+# watermark is harm (the always-valid tests hold at any look), and stopping it never waits.
+# Advancing, and alerting a person, on data that misses the latest devices could be wrong.
+_NEED_FRESH_DATA = (decisions.ADVANCE, decisions.SRM_ALERT, decisions.PROMOTE_RECOMMENDED)
+
+
+def _watermark(rollout: Rollout, started, notes: list[str]):
+    """The time the analysis' data is complete up to, and whether that is fresh enough to act."""
+    complete_through = ledger_complete_through()
+    if complete_through is None:
+        # Nothing has been caught up yet: only what preceded the rollout is known complete.
+        complete_through = rollout.started_at or rollout.created_at
+    watermark = min(complete_through, started)
+    age = (started - watermark).total_seconds()
+    if age > 1:
+        notes.append(
+            f"data complete up to {watermark.isoformat()}, {age:.0f} s before this look: "
+            "exposures and events since may be missing"
+        )
+    return watermark, age <= settings.JUDGE_MAX_DATA_AGE_SECONDS
+
+
+def rollout_analyze(
+    *, rollout: Rollout, act: bool = True, catch_up: bool = True, within: float | None = None
+) -> Analysis:
     """Analyse a rollout now: the same analysis and actions as the periodic job.
 
-    Exposures still buffered and events not yet attributed are taken in first, so the
-    analysis is complete up to its watermark.
+    With `catch_up` (the periodic job), exposures still buffered and events not yet attributed
+    are taken in first. Without it (a web request), the analysis reads the ledger as it is. The
+    watermark is always what the data is known complete up to (`ledger_complete_through`).
+    When it is more than `JUDGE_MAX_DATA_AGE_SECONDS` old, the look still rolls back on harm,
+    but holds advancing and alerts (action "held") for a look on fresh data.
+
+    `within` bounds the database time of the whole look (a request): past it, `Unavailable`.
     """
-    watermark = timezone.now()
+    started = timezone.now()
     notes = []
-    try:
+    if catch_up:
         ledger_catch_up()
-    except LockError:
-        # Another flusher holds the buffer: what it moves is counted at the next look.
-        notes.append("exposure buffer busy: exposures noted in the last seconds may be missing")
-    rollout = (
-        Rollout.objects.select_related("flow", "flow__app")
-        .prefetch_related("arms")
-        .get(pk=rollout.pk)
-    )
-    now = timezone.now()
-    result = analyze(analysis_input(rollout, watermark=watermark, now=now, notes=notes))
-    with transaction.atomic():
-        analysis = Analysis.objects.create(
-            rollout=rollout,
-            computed_at=now,
-            watermark=watermark,
-            decision=result.decision,
-            srm_p_value=result.srm_p_value,
-            body=dict(result.body),
-            inputs=dict(result.inputs),
-            sequential_state=result.sequential_state,
+    watermark, fresh = _watermark(rollout, started, notes)
+    bounded = (
+        statement_deadline(
+            within,
+            code="analysis_timeout",
+            detail=f"The analysis did not finish within {within:g} s. The periodic judge "
+            "analyses this rollout every 5 minutes; read it with GET …/analysis, or try "
+            "again later.",
         )
-        if act:
-            analysis.action = _act(rollout, result.verdict, analysis)
-            analysis.body = {**analysis.body, "action": analysis.action}
-            analysis.save(update_fields=["action", "body"])
+        if within is not None
+        else nullcontext()
+    )
+    with bounded:
+        rollout = (
+            Rollout.objects.select_related("flow", "flow__app")
+            .prefetch_related("arms")
+            .get(pk=rollout.pk)
+        )
+        now = timezone.now()
+        result = analyze(analysis_input(rollout, watermark=watermark, now=now, notes=notes))
+        with transaction.atomic():
+            analysis = Analysis.objects.create(
+                rollout=rollout,
+                computed_at=now,
+                watermark=watermark,
+                decision=result.decision,
+                srm_p_value=result.srm_p_value,
+                body=dict(result.body),
+                inputs=dict(result.inputs),
+                sequential_state=result.sequential_state,
+            )
+            if act:
+                if not fresh and result.verdict.decision in _NEED_FRESH_DATA:
+                    analysis.action = "held"
+                    analysis.body["notes"] = [
+                        *analysis.body.get("notes", []),
+                        f"{result.verdict.decision} held: the data is older than "
+                        f"{settings.JUDGE_MAX_DATA_AGE_SECONDS} s; a look on fresh data decides",
+                    ]
+                else:
+                    analysis.action = _act(rollout, result.verdict, analysis)
+                analysis.body = {**analysis.body, "action": analysis.action}
+                analysis.save(update_fields=["action", "body"])
     return analysis
 
 

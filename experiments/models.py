@@ -122,6 +122,21 @@ class Analysis(models.Model):
         return f"{self.rollout} at {self.computed_at:%Y-%m-%d %H:%M}: {self.decision}"
 
 
+class LedgerCheckpoint(models.Model):
+    """How far the ledger is known complete: one row (pk 1).
+
+    Every exposure noted before `complete_through` is in the database, and every event received
+    before it has been attributed or is waiting for an exposure noted later. Moved forward by
+    each catch-up that drained the exposure buffer and attributed to the end; an analysis that
+    does not catch up itself takes it as its watermark.
+    """
+
+    complete_through = models.DateTimeField()
+
+    def __str__(self):
+        return f"ledger complete through {self.complete_through:%Y-%m-%d %H:%M:%S}"
+
+
 class ChannelKind(models.TextChoices):
     WEBHOOK = "webhook", "Webhook (Slack-compatible JSON)"
     EMAIL = "email", "E-mail"

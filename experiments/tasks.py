@@ -7,20 +7,12 @@ from celery import shared_task
 def events_attribute_task():
     """Count new outcome events for their devices' rollout arms (exactly once; safe to overlap).
 
-    Buffered exposures are flushed first, so an event rarely waits for its device's exposure.
+    Buffered exposures are flushed first, so an event rarely waits for its device's exposure,
+    and the ledger's checkpoint moves (what an analyze request takes as its watermark).
     """
-    from contextlib import suppress
+    from .attribution import ledger_catch_up
 
-    from redis.exceptions import LockError
-
-    from rollout.exposures import exposure_buffer_flush
-
-    from .attribution import events_attribute
-
-    # Another flusher holding the buffer is fine: what it moves is counted on the next run.
-    with suppress(LockError):
-        exposure_buffer_flush()
-    return events_attribute()
+    return ledger_catch_up(passes=1)
 
 
 ALERT_RETRY_BASE_SECONDS = 30

@@ -66,18 +66,20 @@ def app_create(*, name: str, bundle_identifiers: list[str] | None = None) -> App
 def sdk_key_create(*, app: App, name: str = "") -> tuple[SdkKey, str]:
     """Create an SDK key; return it with its plaintext, which is shown once and never stored."""
     plaintext, digest = secret_new(SDK_KEY_PREFIX)
-    key = SdkKey.objects.create(
-        app=app, name=name, digest=digest, prefix=plaintext[: len(SDK_KEY_PREFIX) + 6]
-    )
-    config_version_bump()
+    with transaction.atomic():  # the key and its config-version bump commit together
+        key = SdkKey.objects.create(
+            app=app, name=name, digest=digest, prefix=plaintext[: len(SDK_KEY_PREFIX) + 6]
+        )
+        config_version_bump()
     return key, plaintext
 
 
 def sdk_key_revoke(*, key: SdkKey) -> SdkKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
-        config_version_bump()
+        with transaction.atomic():
+            key.save(update_fields=["revoked_at"])
+            config_version_bump()
     return key
 
 
@@ -117,9 +119,9 @@ def flow_create(
     try:
         with transaction.atomic():
             flow.save()
+            config_version_bump()
     except IntegrityError:
         raise Conflict("That flow exists already.", code="already_exists") from None
-    config_version_bump()
     return flow
 
 
@@ -145,12 +147,15 @@ def flow_update(
         if attribution_window_hours < 1:
             raise InvalidInput("attribution_window_hours must be at least 1.")
         flow.attribution_window_hours = attribution_window_hours
-    flow.save(update_fields=["interface", "signals", "positive_label", "attribution_window_hours"])
     # The app snapshot carries positive_label and attribution_window_hours, by which arriving
     # events are counted. Bumped on every save rather than on a detected change: the admin hands
     # over a flow its form has already changed, so old and new values cannot be compared here,
     # and a flow edit is rare enough that a needless snapshot rebuild costs nothing.
-    config_version_bump()
+    with transaction.atomic():
+        flow.save(
+            update_fields=["interface", "signals", "positive_label", "attribution_window_hours"]
+        )
+        config_version_bump()
     return flow
 
 

@@ -1,39 +1,38 @@
 """
 The in-process cache behind the poll endpoint: SDK keys and app snapshots, no query per poll.
 
-Each process re-reads the shared config version at most every `ROLLOUT_CONFIG_CHECK_SECONDS`;
-when it moved, the process drops its snapshots and rebuilds each app's on its next poll. The
-version is read before the snapshot, so a change committed during a rebuild bumps the version
-again and is picked up on the next check.
+Each process checks the shared config version at most every `ROLLOUT_CONFIG_CHECK_SECONDS`
+(`controlplane.config_version.ConfigVersionWatch`: Redis at each check, the database row less
+often or while Redis is unreachable); when it moved, the process drops its snapshots and
+rebuilds each app's on its next poll. The version is read before the snapshot, so a change
+committed during a rebuild bumps the version again and is picked up on the next check.
 """
 
-import logging
 import threading
 import time
 
 from django.conf import settings
 
-from controlplane.config_version import config_version_read
+from controlplane.config_version import ConfigVersionWatch
 from controlplane.secrets import secret_digest
 from registry.models import SdkKey
 
 from .documents import AppDoc, app_doc_build
-
-logger = logging.getLogger(__name__)
 
 
 class AssignmentCache:
     def __init__(self, clock=time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
-        self._version: int | None = None
+        self._watch = ConfigVersionWatch()
         self._checked_at = float("-inf")
         self._keys: dict[str, str] | None = None
         self._apps: dict[str, AppDoc] = {}
 
     def clear(self) -> None:
         with self._lock:
-            self._version, self._checked_at, self._keys, self._apps = None, float("-inf"), None, {}
+            self._watch = ConfigVersionWatch()
+            self._checked_at, self._keys, self._apps = float("-inf"), None, {}
 
     def _refresh_if_due(self) -> None:
         now = self._clock()
@@ -42,14 +41,8 @@ class AssignmentCache:
         with self._lock:
             if now - self._checked_at < settings.ROLLOUT_CONFIG_CHECK_SECONDS:
                 return
-            try:
-                version = config_version_read()
-            except Exception:
-                logger.warning("assignments.version_check_failed; serving the cached snapshot")
-                self._checked_at = now
-                return
-            if version != self._version:
-                self._version, self._keys, self._apps = version, None, {}
+            if self._watch.moved(now):
+                self._keys, self._apps = None, {}
             self._checked_at = now
 
     def app_for_key(self, sdk_key: str) -> AppDoc | None:

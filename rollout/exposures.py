@@ -4,15 +4,24 @@ The exposure ledger's write path: cheap on the poll, exact in the database.
 A poll that assigns a device a rollout arm notes it here. Each process remembers the arms it
 has noted (bounded), so a device's repeated polls cost nothing. New notes go to a Redis list
 when Redis is configured (one RPUSH, no database write on the request) and a Celery task moves
-them into the database in bulk; without Redis they are written at once. The database write is
-an idempotent upsert, so a note written twice, or by two processes, changes nothing.
+them into the database in bulk; without Redis, or while Redis is unreachable, they are written
+to the database at once (`_direct`). The database write is an idempotent upsert, so a note
+written twice, or by two processes, changes nothing.
+
+One flusher at a time holds the buffer, on a short lease renewed before each batch
+(`_Lease`): a flusher killed midway frees it within `FLUSH_LEASE_SECONDS`. Nothing a request
+does waits for a flusher longer than a few seconds.
 """
 
 import hashlib
 import json
 import logging
-from collections import OrderedDict
-from datetime import datetime
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from contextlib import suppress
+from datetime import UTC, datetime
 from functools import cache
 
 from django.conf import settings
@@ -28,17 +37,75 @@ logger = logging.getLogger(__name__)
 
 BUFFER_KEY = "cohort:exposure-buffer"
 FLUSH_LOCK_KEY = "cohort:exposure-buffer:lock"
+# When a flusher last found the buffer empty (Unix time): every note pushed before then is in
+# the database. The watermark of a catch-up that could not flush itself.
+DRAINED_AT_KEY = "cohort:exposure-buffer:drained-at"
 FLUSH_BATCH = 5000
+# A batch of 5 000 notes takes well under a second to write; the lease is renewed before each
+# one. So a live flusher never loses it, and a dead one's lease runs out within this.
+FLUSH_LEASE_SECONDS = 20
+
+# A poll waits for the note's RPUSH: an unreachable Redis must cost it little, and after a
+# failure the process writes notes to the database and leaves Redis alone this long.
+NOTE_REDIS_TIMEOUT_SECONDS = 0.25
+NOTE_REDIS_RETRY_SECONDS = 30.0
+# The direct write runs on the request: a statement that waits longer (behind attribution's
+# row locks) is cancelled, and its notes are kept for the process's next note.
+DIRECT_WRITE_TIMEOUT_MS = 1000
+DIRECT_PENDING_MAX = 10_000
 
 EXPOSE = "expose"
 CONFIRM = "confirm"
 
 
+class ExposureBufferUnavailable(Exception):
+    """The buffer could not be flushed now: another flusher holds it, its lease ran out, or
+    Redis is unreachable. Nothing is lost: the notes stay in the list for the next flusher."""
+
+
 @cache
-def _redis(url: str):
+def _redis(url: str, timeout: float = 5.0):
     import redis
 
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+# The lease's operations check the token first, so a flusher whose lease ran out (and was
+# perhaps taken by another) can neither extend, release nor trim what is no longer its own.
+_RENEW = """if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"""
+_RELEASE = """if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1]) end return 0"""
+# Trimming is fenced: two flushers that both read the same first rows (one of them past its
+# lease) would otherwise each trim that many, and the second trim would drop rows never written.
+_TRIM = """if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('ltrim', KEYS[2], ARGV[2], -1) return 1 end return 0"""
+
+
+class _Lease:
+    """A Redis lock that expires unless renewed: SET NX PX with a random token."""
+
+    def __init__(self, client, key: str, seconds: float):
+        self.client, self.key = client, key
+        self.ms = int(seconds * 1000)
+        self.token = secrets.token_hex(16)
+
+    def acquire(self, wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while not self.client.set(self.key, self.token, nx=True, px=self.ms):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def renew(self) -> bool:
+        return bool(self.client.eval(_RENEW, 1, self.key, self.token, self.ms))
+
+    def trim(self, list_key: str, count: int) -> bool:
+        return bool(self.client.eval(_TRIM, 2, self.key, list_key, self.token, count))
+
+    def release(self) -> None:
+        self.client.eval(_RELEASE, 1, self.key, self.token)
 
 
 class _Remembered:
@@ -73,19 +140,81 @@ class _Remembered:
 remembered = _Remembered()
 
 
+class _Direct:
+    """Notes written to the database by the web process itself: without Redis, and while Redis
+    is unreachable (so no exposure waits for the device's next poll, which may never come).
+
+    Each write is one bounded upsert. Notes whose write failed are kept (at most
+    `DIRECT_PENDING_MAX`, oldest dropped and forgotten) and written with the process's next note.
+    """
+
+    def __init__(self):
+        self._pending: deque[dict] = deque()
+        self._lock = threading.Lock()
+        self.redis_resting_until = 0.0
+
+    def redis_usable(self) -> bool:
+        return bool(settings.REDIS_URL) and time.monotonic() >= self.redis_resting_until
+
+    def redis_failed(self) -> None:
+        self.redis_resting_until = time.monotonic() + NOTE_REDIS_RETRY_SECONDS
+
+    def write(self, note: dict) -> None:
+        with self._lock:
+            self._pending.append(note)
+            while len(self._pending) > DIRECT_PENDING_MAX:
+                dropped = self._pending.popleft()
+                remembered.forget(dropped["kind"], dropped["rollout_id"], dropped["device_id"])
+            notes = list(self._pending)
+            # SET LOCAL lasts until the outermost transaction ends: only bound one of our own.
+            bounded = connection.vendor == "postgresql" and not connection.in_atomic_block
+            try:
+                with transaction.atomic():
+                    if bounded:
+                        with connection.cursor() as cursor:
+                            cursor.execute(
+                                f"SET LOCAL statement_timeout = {int(DIRECT_WRITE_TIMEOUT_MS)}"
+                            )
+                    ledger_write(notes)
+            except Exception:  # the poll answers whatever happens to the note
+                logger.exception(
+                    "exposure.note_failed; %d notes kept for this process's next note", len(notes)
+                )
+                return
+            self._pending.clear()
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pending.clear()
+        self.redis_resting_until = 0.0
+
+
+direct = _Direct()
+
+
 def _note(kind: str, row: dict) -> None:
     rollout_id, device_id, arm = row["rollout_id"], row["device_id"], row.get("arm", "")
     if remembered.seen(kind, rollout_id, device_id, arm):
         return
     remembered.remember(kind, rollout_id, device_id, arm)
-    try:
-        if settings.REDIS_URL:
-            _redis(settings.REDIS_URL).rpush(BUFFER_KEY, json.dumps({"kind": kind, **row}))
-        else:
-            ledger_write([{"kind": kind, **row}])
-    except Exception:
-        remembered.forget(kind, rollout_id, device_id)
-        logger.exception("exposure.note_failed kind=%s rollout=%s", kind, rollout_id)
+    note = {"kind": kind, **row}
+    if direct.redis_usable():
+        try:
+            _redis(settings.REDIS_URL, NOTE_REDIS_TIMEOUT_SECONDS).rpush(
+                BUFFER_KEY, json.dumps(note)
+            )
+            return
+        except Exception:
+            direct.redis_failed()
+            logger.warning(
+                "exposure.buffer_unreachable; writing notes to the database for %g s",
+                NOTE_REDIS_RETRY_SECONDS,
+                exc_info=True,
+            )
+    direct.write(note)
 
 
 def exposure_note(*, rollout_id: str, device_id: str, arm: str, bucket: int, sdk_version: str):
@@ -208,20 +337,45 @@ def ledger_write(rows: list[dict]) -> None:
         _confirmations_apply([r for r in rows if r["kind"] == CONFIRM])
 
 
-def exposure_buffer_flush(*, max_batches: int = 100) -> int:
-    """Move buffered notes from Redis into the database; return how many were written.
+def _drained_at_store(client, moment: float) -> None:
+    # Inside a transaction (a lowered share flushes in its own), the rows are only in the
+    # database once it commits.
+    def store():
+        with suppress(Exception):
+            client.set(DRAINED_AT_KEY, repr(moment))
 
-    One flusher at a time (a Redis lock): rows are read, written, and only then trimmed from
-    the list, so a flusher killed midway leaves them for the next one.
+    transaction.on_commit(store) if connection.in_atomic_block else store()
+
+
+def exposure_buffer_flush(*, max_batches: int = 100, wait: float = 0.0) -> int:
+    """Move buffered notes from Redis into the database; return how many were written (0 once
+    the buffer is empty).
+
+    One flusher at a time, on a lease (`_Lease`): rows are read, written, and only then trimmed
+    from the list, with the lease still held, so a flusher killed midway leaves them for the
+    next one, which can start within `FLUSH_LEASE_SECONDS`. `wait` is how long to wait for
+    another flusher's lease. Raises `ExposureBufferUnavailable` when it cannot flush now.
     """
+    from redis.exceptions import RedisError
+
     if not settings.REDIS_URL:
         return 0
     client = _redis(settings.REDIS_URL)
+    lease = _Lease(client, FLUSH_LOCK_KEY, FLUSH_LEASE_SECONDS)
+    try:
+        if not lease.acquire(wait):
+            raise ExposureBufferUnavailable("another flusher holds the exposure buffer")
+    except RedisError as error:
+        raise ExposureBufferUnavailable(f"Redis is unreachable: {error}") from error
     written = 0
-    with client.lock(FLUSH_LOCK_KEY, timeout=300, blocking_timeout=30):
+    try:
         for _ in range(max_batches):
+            if not lease.renew():
+                raise ExposureBufferUnavailable("the flush lease ran out")
+            reading = time.time()  # every note pushed before this read is in what it returns
             raw = client.lrange(BUFFER_KEY, 0, FLUSH_BATCH - 1)
             if not raw:
+                _drained_at_store(client, reading)
                 break
             rows = []
             for item in raw:
@@ -234,6 +388,28 @@ def exposure_buffer_flush(*, max_batches: int = 100) -> int:
             except DatabaseError:
                 logger.exception("exposure.flush_failed; the rows stay buffered")
                 raise
-            client.ltrim(BUFFER_KEY, len(raw), -1)
+            if not lease.trim(BUFFER_KEY, len(raw)):
+                # Another flusher has the lease and rewrites these rows (an idempotent upsert).
+                logger.warning("exposure.flush_lease_lost after %d rows", written)
+                raise ExposureBufferUnavailable("the flush lease ran out")
             written += len(rows)
+    except RedisError as error:
+        raise ExposureBufferUnavailable(f"Redis is unreachable: {error}") from error
+    finally:
+        with suppress(RedisError):
+            lease.release()
     return written
+
+
+def exposure_buffer_drained_at() -> datetime | None:
+    """When a flusher last found the buffer empty: every note pushed before is in the database.
+
+    Now without Redis (nothing is buffered); None when unknown (Redis unreachable, or never).
+    """
+    if not settings.REDIS_URL:
+        return timezone.now()
+    try:
+        raw = _redis(settings.REDIS_URL).get(DRAINED_AT_KEY)
+    except Exception:
+        return None
+    return datetime.fromtimestamp(float(raw), UTC) if raw else None

@@ -20,13 +20,15 @@ from .allocation import (
     plan_segments,
     validate_stages,
 )
-from .exposures import device_lock_order, exposure_buffer_flush
+from .exposures import ExposureBufferUnavailable, device_lock_order, exposure_buffer_flush
 from .guardrails import InvalidGuardrail, guardrails_parse
 from .hashing import new_salt
 from .models import ACTIVE_STATES, Exposure, Rollout, RolloutArm, RolloutEvent, RolloutState
 from .signals import exposures_changed
 
 ARM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# How long lowering a share (a request) waits for a worker that is flushing the exposure buffer.
+SHARE_FLUSH_WAIT_SECONDS = 5.0
 
 
 def _snapshot(rollout: Rollout) -> dict:
@@ -371,8 +373,17 @@ def rollout_set_share(
                 code="invalid_share",
             )
         if share < target.share:
-            # Exposures still buffered in Redis must be in the ledger to be marked.
-            exposure_buffer_flush()
+            # Exposures still buffered in Redis must be in the ledger to be marked. A request
+            # waits for a flusher only briefly: its lease is renewed per batch of seconds.
+            try:
+                exposure_buffer_flush(wait=SHARE_FLUSH_WAIT_SECONDS)
+            except ExposureBufferUnavailable:
+                raise Conflict(
+                    "The exposure buffer is being flushed, or Redis is unreachable, so the "
+                    "devices to move cannot all be found yet. Try again in a few seconds; to "
+                    "stop a challenger at once, pause or roll back, which never wait.",
+                    code="ledger_busy",
+                ) from None
             _exposures_mark_not_comparable(
                 Exposure.objects.filter(
                     rollout=locked,

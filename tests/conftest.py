@@ -144,15 +144,17 @@ def fresh_process_state(settings):
     from django.core.cache import cache
 
     from rollout.cache import assignment_cache
-    from rollout.exposures import remembered
+    from rollout.exposures import direct, remembered
 
     assignment_cache.clear()
     remembered.clear()
+    direct.clear()
     if settings.REDIS_URL:
         cache.clear()  # the test Redis database (15): buffers and the config version included
     yield
     assignment_cache.clear()
     remembered.clear()
+    direct.clear()
 
 
 @pytest.fixture
@@ -179,8 +181,9 @@ def sdk_setup(demo_flow, trained_models):
 def poll(client):
     """GET the assignments of a device, as the SDK does; `fresh` drops the process cache first.
 
-    Tests in a rolled-back transaction never commit, so the config version bumped on commit
-    does not move: they drop the cache instead. The bump itself is tested with committed data.
+    Tests in a rolled-back transaction never commit, so the config version's copy in Redis,
+    made on commit, does not move, and the database row is read only every few seconds: they
+    drop the cache instead. The bump itself is tested in test_config_version.py.
     """
     from rollout.cache import assignment_cache
 

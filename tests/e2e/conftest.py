@@ -1,16 +1,12 @@
 """Real processes for end-to-end tests: a gunicorn server and a Celery worker on the test database."""
 
 import os
-import subprocess
-import sys
-import time
 
 import pytest
-import requests
 from django.conf import settings
 from django.db import connection
 
-from .processes import ROOT, free_port, process_stop, worker_start
+from .processes import process_stop, server_start, worker_start
 
 
 @pytest.fixture
@@ -40,26 +36,7 @@ def process_env(transactional_db, media_root):
 @pytest.fixture
 def server(process_env, tmp_path):
     """A gunicorn server (2 workers) on a free port; yields its base URL."""
-    port = free_port()
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "controlplane.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2", "--timeout", "60"],
-        cwd=ROOT, env=process_env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited: {(tmp_path / 'gunicorn.log').read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
-    else:
-        process_stop(process)
-        pytest.fail("gunicorn did not answer within 60 s")
+    process, url = server_start(process_env, tmp_path / "gunicorn.log")
     yield url
     process_stop(process)
     connection.close()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from controlplane.schedules import periodic_tasks_ensure
@@ -30,10 +31,34 @@ def process_stop(process: subprocess.Popen) -> None:
         process.wait(5)
 
 
-def worker_start(process_env, log_path: Path, *extra: str) -> subprocess.Popen:
+def server_start(process_env, log_path: Path, workers: int = 2) -> tuple[subprocess.Popen, str]:
+    """Start a gunicorn server on a free port and wait until it answers; return it and its URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "controlplane.wsgi", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--timeout", "60"],
+        cwd=ROOT, env=process_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited: {log_path.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except requests.RequestException:
+            time.sleep(0.2)
+    process_stop(process)
+    pytest.fail("gunicorn did not answer within 60 s")
+
+
+def worker_start(
+    process_env, log_path: Path, *extra: str, app: str = "controlplane"
+) -> subprocess.Popen:
     """Start a real Celery worker on the Redis broker and wait until it is ready."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "controlplane", "worker", "--pool=solo",
+        [sys.executable, "-m", "celery", "-A", app, "worker", "--pool=solo",
          "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
          *extra],
         cwd=ROOT, env=process_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,

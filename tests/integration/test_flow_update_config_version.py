@@ -3,7 +3,7 @@ snapshot that carries the flow's positive label and attribution window."""
 
 import pytest
 
-from controlplane.config_version import config_version_read
+from controlplane.config_version import config_version_published, config_version_read
 from controlplane.errors import InvalidInput
 from registry import services
 from registry.models import Flow
@@ -28,17 +28,19 @@ def snapshot_flow(key):
 @pytest.mark.parametrize(
     "change", [{"positive_label": "Subscribed"}, {"attribution_window_hours": 24}, {}]
 )
-def test_flow_update__bumps_config_version_on_commit_only(
+def test_flow_update__bumps_row_in_its_transaction__copies_to_redis_on_commit(
     demo_flow, django_capture_on_commit_callbacks, change
 ):
     before = config_version_read()
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         services.flow_update(flow=demo_flow, **change)
-        assert config_version_read() == before  # not before the commit
+        assert config_version_read() == before + 1  # with the change, in its transaction
+        assert config_version_published() != before + 1  # Redis only once it commits
 
     assert len(callbacks) == 1
     assert config_version_read() == before + 1
+    assert config_version_published() == before + 1
 
 
 @pytest.mark.parametrize(

@@ -274,7 +274,7 @@ def test_documented_recompute_script__reproduces_a_stored_analysis(sdk_setup, ca
     docs = (Path(__file__).resolve().parents[2] / "docs" / "experiments.md").read_text()
     section = docs[docs.index("### Recomputing an analysis from its `inputs`") :]
     script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(script.replace("pk=3", f"pk={stored.pk}"), {})  # noqa: S102
+    exec(script.replace("pk=3", f"pk={stored.pk}"), {})
     printed = capsys.readouterr().out.splitlines()
 
     challenger = next(a for a in stored.body["arms"] if a["arm"] == "challenger-1")
