@@ -29,6 +29,7 @@ def test_analysis__matches_stats_module_on_the_same_sufficient_statistics(runnin
         {"challenger-1": stats.ArmStats.proportion(2000, 230)},
         stats.MetricSpec("conversion", "proportion"),
         planned_sample=4000,
+        metrics=2,  # conversion and model_error share alpha
     )["challenger-1"]
     assert challenger["p_value"] == pytest.approx(expected.p_value, abs=1e-12)
     assert challenger["sequential_ci"] == pytest.approx(list(expected.sequential_ci), abs=1e-12)
