@@ -29,6 +29,7 @@ from rollout.allocation import BASELINE
 from rollout.models import Exposure, Rollout, RolloutArm
 from rollout.selectors import rollout_phase_starts
 
+from .analysis import empty_sums
 from .models import Analysis, DeviceOutcome
 
 #: A device's value sum is clipped to this magnitude in the aggregates, so that no stored
@@ -138,19 +139,6 @@ def exposure_counts(
             slice_ = by_sdk.setdefault(row["sdk_version"], {})
             slice_[arm] = slice_.get(arm, 0) + row["this_stage_n"]
     return ExposureCounts(counted=counted, this_stage=by_sdk)
-
-
-def empty_sums(outcome_labels: Sequence[str]) -> dict:
-    return {
-        "n": 0,
-        "reporting": 0,
-        "converted": 0,
-        "errored": 0,
-        "adopted": 0,
-        "value_total": 0.0,
-        "value_squares": 0.0,
-        "labels": dict.fromkeys(outcome_labels, 0),
-    }
 
 
 def arm_sufficient_statistics(

@@ -127,7 +127,7 @@ def test_equal_challenger__ramped_with_late_outcomes__never_rolled_back(
     rollout = ramping_rollout
     fleet = Fleet(server, sdk_setup["key"], {BASELINE: 0.2, "challenger-1": 0.2}, seed=4)
 
-    fleet.run(seconds=100, new_per_second=40, returning_per_second=40)
+    fleet.run(seconds=70, new_per_second=40, returning_per_second=40)
     fleet.report_due(everything=True)
     looks_before = Analysis.objects.filter(rollout=rollout).count()
     wait_until(

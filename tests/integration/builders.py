@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from experiments.models import DeviceOutcome
+from rollout import services
 from rollout.allocation import BASELINE
 from rollout.models import Exposure
 
@@ -42,3 +43,14 @@ def populate(rollout, arm: str, devices: int, converted: int, errors: int = 0, s
         )
         for i in range(start, start + devices)
     )
+
+
+def started_rollout(setup, stages, **options):
+    """A running rollout of the setup's challenger with this stage plan (percent)."""
+    rollout = services.rollout_create(
+        flow=setup["flow"],
+        challengers=[{"model_id": str(setup["challenger"].pk), "stages": list(stages)}],
+        actor="test",
+        **options,
+    )
+    return services.rollout_start(rollout=rollout, actor="test")

@@ -19,22 +19,14 @@ from experiments.attribution import (
     ledger_complete_through,
 )
 from experiments.models import Analysis
-from rollout import services
 from rollout.exposures import BUFFER_KEY, FLUSH_LOCK_KEY, _redis, exposure_note
 from rollout.models import Exposure, RolloutState
 
-from .builders import bucket_in, populate
+from .builders import bucket_in, populate, started_rollout
 
 
 def _auto_advancing(sdk_setup):
-    rollout = services.rollout_create(
-        flow=sdk_setup["flow"],
-        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [20, 50]}],
-        actor="test",
-        auto_advance=True,
-        stage_min_minutes=0,
-    )
-    rollout = services.rollout_start(rollout=rollout, actor="test")
+    rollout = started_rollout(sdk_setup, [20, 50], auto_advance=True, stage_min_minutes=0)
     populate(rollout, "baseline", 4000, 400)
     populate(rollout, "challenger-1", 1000, 100)
     return rollout

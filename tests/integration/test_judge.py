@@ -9,7 +9,7 @@ from experiments.models import Alert, AlertChannel, AlertDelivery, Analysis
 from rollout import services
 from rollout.models import Exposure, RolloutState
 
-from .builders import populate
+from .builders import populate, started_rollout
 
 pytestmark = pytest.mark.django_db
 
@@ -132,14 +132,7 @@ def test_judge__sample_ratio_mismatch__srm_alert_no_action(running):
 
 
 def test_judge__auto_advance_when_stage_done__advances_audited_as_system(sdk_setup):
-    rollout = services.rollout_create(
-        flow=sdk_setup["flow"],
-        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [20, 50]}],
-        actor="test",
-        auto_advance=True,
-        stage_min_minutes=0,
-    )
-    rollout = services.rollout_start(rollout=rollout, actor="test")
+    rollout = started_rollout(sdk_setup, [20, 50], auto_advance=True, stage_min_minutes=0)
     populate(rollout, "baseline", 4000, 400)
     populate(rollout, "challenger-1", 1000, 100)
 
@@ -152,14 +145,7 @@ def test_judge__auto_advance_when_stage_done__advances_audited_as_system(sdk_set
 
 
 def test_judge__plan_ending_at_100__holds_the_last_stage_with_a_baseline(sdk_setup):
-    rollout = services.rollout_create(
-        flow=sdk_setup["flow"],
-        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50, 100]}],
-        actor="test",
-        auto_advance=True,
-        stage_min_minutes=0,
-    )
-    rollout = services.rollout_start(rollout=rollout, actor="test")
+    rollout = started_rollout(sdk_setup, [50, 100], auto_advance=True, stage_min_minutes=0)
     populate(rollout, "baseline", 1000, 100)
     populate(rollout, "challenger-1", 1000, 100)
 
@@ -173,13 +159,7 @@ def test_judge__plan_ending_at_100__holds_the_last_stage_with_a_baseline(sdk_set
 
 
 def test_judge__plan_ending_at_100__better_at_50__promotion_recommended(sdk_setup):
-    rollout = services.rollout_create(
-        flow=sdk_setup["flow"],
-        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50, 100]}],
-        actor="test",
-        planned_sample=4000,
-    )
-    rollout = services.rollout_start(rollout=rollout, actor="test")
+    rollout = started_rollout(sdk_setup, [50, 100], planned_sample=4000)
     populate(rollout, "baseline", 2000, 200)
     populate(rollout, "challenger-1", 2000, 320)
 
@@ -256,13 +236,7 @@ def test_documented_recompute_script__reproduces_a_stored_analysis(sdk_setup, ca
     import re
     from pathlib import Path
 
-    rollout = services.rollout_create(
-        flow=sdk_setup["flow"],
-        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [20, 50]}],
-        actor="test",
-        guardrails=["value"],
-    )
-    rollout = services.rollout_start(rollout=rollout, actor="test")
+    rollout = started_rollout(sdk_setup, [20, 50], guardrails=["value"])
     populate(rollout, "baseline", 4000, 400)
     populate(rollout, "challenger-1", 1000, 90)
     rollout = services.rollout_advance(rollout=rollout, actor="test")

@@ -34,7 +34,7 @@ DECISIONS = {
 def sums(
     n, converted=0, *, errored=0, value_total=0.0, value_squares=None, dismissed=0, **extra
 ) -> dict:
-    """One arm's sums in one stratum, shaped as `selectors.empty_sums`."""
+    """One arm's sums in one stratum, shaped as `analysis.empty_sums`."""
     if value_squares is None:
         value_squares = value_total * value_total / n if n else 0.0
     return {
