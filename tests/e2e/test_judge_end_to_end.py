@@ -1,8 +1,9 @@
 """
 End to end, with real processes: gunicorn serves simulated devices, a Celery worker with beat
 runs the judge on its own schedule, PostgreSQL and Redis underneath, an alert receiver on
-loopback. A harmful challenger (true conversion 7 % against 10 %) is rolled back by itself; a
-challenger as good as the baseline never is.
+loopback. A harmful challenger (true conversion 7 % against 10 %) is rolled back by itself, and
+every device gets the baseline again. (That a challenger as good as the baseline never is, even
+while the shares grow, is test_judge_ramp_end_to_end.py's.)
 """
 
 import time
@@ -136,27 +137,3 @@ def test_harmful_challenger__judge_rolls_back_by_itself_and_alerts_once(
         entries = list(pool.map(next_poll, arms))
     assert {e["model_id"] for e in entries} == {baseline}
     assert {e["rollout"] is None for e in entries} == {True}
-
-
-def test_equal_challenger__judge_never_rolls_back(
-    sdk_setup, rollout_running, server, beat_worker, webhook_receiver
-):
-    rollout = rollout_running
-    simulate(server, sdk_setup["key"], {BASELINE: 0.10, "challenger-1": 0.10})
-
-    wait_until(
-        lambda: (
-            Analysis.objects.filter(rollout=rollout, computed_at__gt=timezone.now()).exists()
-            or Analysis.objects.filter(rollout=rollout).count() >= 4
-        ),
-        120,
-        "four judge runs",
-        beat_worker,
-    )
-    rollout.refresh_from_db()
-    assert rollout.state == RolloutState.RUNNING
-    decisions = set(Analysis.objects.filter(rollout=rollout).values_list("decision", flat=True))
-    assert "rollback" not in decisions
-    assert webhook_receiver.received == []
-    latest = Analysis.objects.filter(rollout=rollout).first()
-    assert latest.body["arms"][0]["exposed"] + latest.body["arms"][1]["exposed"] == DEVICES
