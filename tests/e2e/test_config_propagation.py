@@ -17,8 +17,8 @@ from django.db import connection
 
 from controlplane.roles import role_groups_sync
 from controlplane.services import api_token_create
-from rollout import services
 from rollout.models import Rollout, RolloutState
+from tests.integration.builders import started_rollout
 
 from .processes import process_stop, server_start
 
@@ -33,12 +33,7 @@ DEVICES = [f"device-{i}" for i in range(40)]
 
 @pytest.fixture
 def running(sdk_setup):
-    rollout = services.rollout_create(
-        flow=sdk_setup["flow"],
-        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50]}],
-        actor="test",
-    )
-    return services.rollout_start(rollout=rollout, actor="test")
+    return started_rollout(sdk_setup, [50])
 
 
 @pytest.fixture

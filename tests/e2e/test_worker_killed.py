@@ -19,7 +19,6 @@ from django.utils import timezone
 from experiments.attribution import ledger_catch_up, ledger_complete_through
 from experiments.judge import rollout_analyze
 from experiments.models import Alert, AlertChannel, DeviceOutcome, OutcomeEvent
-from rollout import services
 from rollout.exposures import (
     BUFFER_KEY,
     FLUSH_LEASE_SECONDS,
@@ -30,7 +29,7 @@ from rollout.exposures import (
     remembered,
 )
 from rollout.models import Exposure, RolloutState
-from tests.integration.builders import bucket_in, populate
+from tests.integration.builders import bucket_in, populate, started_rollout
 
 from .processes import process_stop, worker_start
 
@@ -44,12 +43,7 @@ def running(sdk_setup, webhook_receiver):
     AlertChannel.objects.create(
         app=sdk_setup["flow"].app, name="on-call", kind="webhook", target=webhook_receiver.url
     )
-    rollout = services.rollout_create(
-        flow=sdk_setup["flow"],
-        challengers=[{"model_id": str(sdk_setup["challenger"].pk), "stages": [50]}],
-        actor="test",
-    )
-    return services.rollout_start(rollout=rollout, actor="test")
+    return started_rollout(sdk_setup, [50])
 
 
 @pytest.fixture
