@@ -50,7 +50,7 @@ from rollout.exposures import (
 )
 from rollout.models import ACTIVE_STATES, ENDED_STATES, Exposure, Rollout, RolloutArm
 
-from .counting import event_counts
+from .counting import event_counts, rollout_covers
 from .models import MODEL_ERROR, DeviceOutcome, LedgerCheckpoint, OutcomeEvent
 
 logger = logging.getLogger(__name__)
@@ -117,9 +117,11 @@ class RolloutTerms:
     arm_models: dict[str, str | None]  # arm → the model id it serves (text)
 
     def covers(self, moment: datetime, skew: timedelta) -> bool:
-        if self.started_at is not None and moment < self.started_at - skew:
-            return False
-        return self.ended_at is None or moment <= self.ended_at + skew
+        return bool(
+            rollout_covers(
+                moment=moment, started_at=self.started_at, ended_at=self.ended_at, skew=skew
+            )
+        )
 
     def counts(self, moment: datetime, exposure: ExposureView, skew) -> bool:
         """Whether an outcome at `moment` counts for the arm of this exposure of the device."""

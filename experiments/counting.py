@@ -54,12 +54,20 @@ def event_counts(
     skew` once it has ended; `started_at`/`ended_at` may be None), the exposure is comparable,
     and `arm_since - skew <= moment <= arm_since + window`.
     """
-    counts = comparable & (arm_since - skew <= moment) & (moment <= arm_since + window)
+    in_window = comparable & (arm_since - skew <= moment) & (moment <= arm_since + window)
+    return in_window & rollout_covers(
+        moment=moment, started_at=started_at, ended_at=ended_at, skew=skew
+    )
+
+
+def rollout_covers(*, moment: Any, started_at: Any, ended_at: Any, skew: Any) -> Any:
+    """Whether the rollout ran at `moment`, give or take the clock skew (None: no bound)."""
+    covered = moment == moment  # True, in the shape of `moment` (scalar or array)
     if started_at is not None:
-        counts = counts & (moment >= started_at - skew)
+        covered = covered & (moment >= started_at - skew)
     if ended_at is not None:
-        counts = counts & (moment <= ended_at + skew)
-    return counts
+        covered = covered & (moment <= ended_at + skew)
+    return covered
 
 
 def device_counts(*, arm: Any, arm_of_bucket_now: Any, comparable: Any) -> Any:
