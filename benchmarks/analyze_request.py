@@ -52,7 +52,7 @@ def seed_main(devices: int) -> None:
 
     from controlplane.roles import role_groups_sync
     from controlplane.services import api_token_create
-    from experiments.attribution import ledger_catch_up
+    from experiments.events.attribution import ledger_catch_up
     from experiments.models import DeviceOutcome
     from rollout.models import Exposure, Rollout
 

@@ -14,7 +14,7 @@ starts gunicorn as in production (DEBUG off, 2 sync workers, no access log), and
        connection each) POSTs --batches batches of 50 events, each batch from one of the
        devices, every event id new; events/s = events acknowledged (the sum of `accepted`) /
        wall time. Events are de-duplicated and counted for their device's arm as they arrive
-       (experiments/arrival.py); the job counts the rest
+       (experiments/events/count_on_arrival.py); the job counts the rest
     2  end to end: the rounds' time plus the job's drain after the last round, until every
        event is counted: the rate that includes de-duplication and the per-device aggregation
     3  the floor, with the server stopped: psycopg 3 `COPY` of the very rows the endpoint
@@ -255,7 +255,7 @@ def background_main(stop_file: str) -> None:
     import django
 
     django.setup()
-    from experiments.attribution import events_attribute
+    from experiments.events.attribution import events_attribute
     from rollout.exposures import exposure_buffer_flush
 
     flushed = settled = 0
@@ -293,7 +293,7 @@ def attribute_main(acknowledged: int) -> None:
     django.setup()
     from django.db.models import Count, Q, Sum
 
-    from experiments.attribution import events_attribute
+    from experiments.events.attribution import events_attribute
     from experiments.models import DeviceOutcome, OutcomeEvent
     from rollout.exposures import exposure_buffer_flush
     from rollout.models import Exposure

@@ -67,6 +67,15 @@ def demo_seed(*, var_dir: Path) -> dict:
     return credentials
 
 
+def demo_rollout_summary(rollout_id: str) -> str:
+    """One line on the demo's rollout as it is now: its state and each arm's share."""
+    from rollout.models import Rollout
+
+    rollout = Rollout.objects.prefetch_related("arms").get(pk=rollout_id)
+    shares = ", ".join(f"{arm.name} at {arm.share / 100:g} %" for arm in rollout.arms.all())
+    return f"Rollout {rollout.pk}: {rollout.get_state_display().lower()}, {shares}"
+
+
 def _users(password: str) -> None:
     User = get_user_model()
     for username, role in DEMO_USERS.items():

@@ -21,10 +21,6 @@ class ApiToken(models.Model):
     def __str__(self):
         return f"{self.prefix}… ({self.user})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
 
 class ConfigVersion(models.Model):
     """A counter bumped on every change devices must see (used when no Redis is configured)."""

@@ -1,7 +1,6 @@
 """Opaque bearer secrets (API tokens, SDK keys): made once, shown once, stored only as a digest."""
 
 import hashlib
-import hmac
 import secrets
 
 SECRET_BYTES = 32
@@ -20,7 +19,3 @@ def secret_new(prefix: str) -> tuple[str, str]:
     """Return a new `(plaintext, digest)`; the prefix says what the secret is when it leaks."""
     plaintext = f"{prefix}{secrets.token_urlsafe(SECRET_BYTES)}"
     return plaintext, secret_digest(plaintext)
-
-
-def secret_matches(plaintext: str, digest: str) -> bool:
-    return hmac.compare_digest(secret_digest(plaintext), digest)

@@ -80,7 +80,7 @@ DATABASES = {
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Server-side prepared statements, for the few statements sent with server-side binding
-    # (the events endpoint's: experiments.event_store.fast_cursor); Django's own queries bind
+    # (the events endpoint's: experiments.events.store.fast_cursor); Django's own queries bind
     # on the client and are never prepared. Empty turns it off (PgBouncer < 1.21 in
     # transaction mode cannot keep prepared statements).
     _prepare = env.str("DB_PREPARE_THRESHOLD", default="5")

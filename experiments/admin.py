@@ -10,8 +10,8 @@ from django.utils.translation import ngettext
 from controlplane.admin_mixins import ReadOnlyAdmin
 from rollout.guardrails import PRIMARY
 
-from .alerts import channel_backfill, channel_disable_pending
 from .models import Alert, AlertChannel, AlertDelivery, Analysis
+from .services import channel_backfill, channel_disable_pending
 
 
 @admin.register(AlertChannel)

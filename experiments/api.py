@@ -9,8 +9,8 @@ from controlplane.errors import NotFound
 from rollout.roles import ACTION_ROLES
 from rollout.selectors import rollout_get
 
-from .judge import rollout_analyze
 from .selectors import analysis_latest
+from .services import rollout_analyze
 
 
 class RolloutAnalyzeApi(APIView):

@@ -8,6 +8,6 @@ class ExperimentsConfig(AppConfig):
     def ready(self):
         from rollout.signals import exposures_changed
 
-        from .attribution import on_exposures_changed
+        from .events.attribution import on_exposures_changed
 
         exposures_changed.connect(on_exposures_changed, dispatch_uid="experiments.discard_stale")

@@ -30,7 +30,7 @@ from .analysis import (
     at_last_comparable_stage,
     sequential_state_read,
 )
-from .attribution import ledger_catch_up, ledger_complete_through
+from .events.attribution import ledger_catch_up, ledger_complete_through
 from .models import Analysis
 from .selectors import analysis_latest, arm_sufficient_statistics, exposure_counts
 
@@ -290,10 +290,3 @@ def _act(rollout: Rollout, verdict: decisions.Verdict, analysis: Analysis) -> st
         )
         return "alerted"
     return ""
-
-
-def rollouts_to_judge() -> list[str]:
-    return [
-        str(pk)
-        for pk in Rollout.objects.filter(state__in=ACTIVE_STATES).values_list("pk", flat=True)
-    ]

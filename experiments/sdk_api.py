@@ -9,62 +9,27 @@ contract's error shape; valid events are kept even when neighbours are rejected.
 
 import json
 
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from django.http import HttpResponse
 
-from controlplane.exceptions import error_body
-from rollout.sdk_api import (
+from rollout.poll import device_assignments_encoded
+from rollout.sdk_requests import (
     SdkRequestError,
     app_doc_for,
     base_url_of,
-    device_assignments_encoded,
     device_from,
+    json_object_body,
+    sdk_method,
 )
 
-from .ingest import MAX_BODY_BYTES, MAX_EVENTS, events_ingest
+from .events.validation import MAX_BODY_BYTES, MAX_EVENTS
+from .services import events_ingest
 
-_TOO_LARGE = (
+_TOO_LARGE = SdkRequestError(
+    413,
+    "too_large",
     f"A request carries at most {MAX_EVENTS} events and {MAX_BODY_BYTES // 1024 // 1024} MiB; "
-    "send them in smaller batches."
+    "send them in smaller batches.",
 )
-
-
-def _too_large() -> SdkRequestError:
-    return SdkRequestError(413, "too_large", _TOO_LARGE)
-
-
-def _declared_length_check(request) -> None:
-    """Refuse an announced oversize body before reading a byte of it."""
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    try:
-        length = int(declared)
-    except ValueError:
-        raise SdkRequestError(
-            400, "invalid_content_length", "The Content-Length header is not a number."
-        ) from None
-    if length > MAX_BODY_BYTES:
-        raise _too_large()
-
-
-def _payload(request) -> dict:
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise _too_large() from None
-    if len(body) > MAX_BODY_BYTES:
-        raise _too_large()
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        raise SdkRequestError(
-            400, "invalid_json", "The body must be a JSON object (UTF-8): {device_id, ...}."
-        ) from None
-    if not isinstance(payload, dict):
-        raise SdkRequestError(
-            400, "invalid_json", "The body must be a JSON object: {device_id, sdk_version, events}."
-        )
-    return payload
 
 
 def _events(payload: dict) -> list:
@@ -74,22 +39,15 @@ def _events(payload: dict) -> list:
             400, "invalid_events", "events is required: a list of event objects (it may be empty)."
         )
     if len(events) > MAX_EVENTS:
-        raise _too_large()
+        raise _TOO_LARGE
     return events
 
 
-@csrf_exempt
+@sdk_method("POST")
 def sdk_events(request):
-    if request.method != "POST":
-        response = JsonResponse(
-            error_body("method_not_allowed", "Send events with POST."), status=405
-        )
-        response["Allow"] = "POST"
-        return response
     try:
-        _declared_length_check(request)
         doc = app_doc_for(request)
-        payload = _payload(request)
+        payload = json_object_body(request, max_bytes=MAX_BODY_BYTES, too_large=_TOO_LARGE)
         # device_from expects text; anything else is simply missing (a clear 400, never a 500).
         device_id, sdk, sdk_text = device_from(
             {

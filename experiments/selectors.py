@@ -26,7 +26,7 @@ from django.db.models import (
 from django.db.models.functions import Greatest, Least
 
 from rollout.allocation import BASELINE
-from rollout.models import Exposure, Rollout, RolloutArm
+from rollout.models import ACTIVE_STATES, Exposure, Rollout, RolloutArm
 from rollout.selectors import rollout_phase_starts
 
 from .analysis import empty_sums
@@ -156,7 +156,7 @@ def arm_sufficient_statistics(
     A device that never reported anything counts with zero outcomes (intention to treat: a
     model that crashes cannot hide by going silent). Reads one row per reporting device, never
     raw events or polls: an outcome row exists only while its device is comparable and in the
-    arm it names (see experiments.attribution), and carries the device's bucket and arm entry.
+    arm it names (see experiments.events.attribution), and carries the device's bucket and arm entry.
     The value sums are computed only `with_values` (a rollout judged on `value`): they cost a
     third of the query.
     """
@@ -213,6 +213,13 @@ def arm_sufficient_statistics(
         for index, label in enumerate(outcome_labels):
             sums["labels"][label] += row[f"label_{index}"]
     return result
+
+
+def rollouts_to_judge() -> list[str]:
+    return [
+        str(pk)
+        for pk in Rollout.objects.filter(state__in=ACTIVE_STATES).values_list("pk", flat=True)
+    ]
 
 
 def analysis_latest(*, rollout: Rollout) -> Analysis | None:

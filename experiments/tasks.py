@@ -10,7 +10,7 @@ def events_attribute_task():
     Buffered exposures are flushed first, so an event rarely waits for its device's exposure,
     and the ledger's checkpoint moves (what an analyze request takes as its watermark).
     """
-    from .attribution import ledger_catch_up
+    from .services import ledger_catch_up
 
     return ledger_catch_up(passes=1)
 
@@ -21,7 +21,7 @@ ALERT_RETRY_BASE_SECONDS = 30
 @shared_task(acks_late=True, ignore_result=True, time_limit=120, soft_time_limit=100)
 def judge_all():
     """Fan out one judge task per active rollout."""
-    from .judge import rollouts_to_judge
+    from .selectors import rollouts_to_judge
 
     for rollout_id in rollouts_to_judge():
         judge_rollout.delay(rollout_id)
@@ -33,7 +33,7 @@ def judge_rollout(rollout_id: str):
     they were decided on, and alerts carry a key."""
     from rollout.models import Rollout
 
-    from .judge import rollout_analyze
+    from .services import rollout_analyze
 
     rollout = Rollout.objects.filter(pk=rollout_id).first()
     if rollout is None or not rollout.is_active:
@@ -44,8 +44,8 @@ def judge_rollout(rollout_id: str):
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None, time_limit=60)
 def alert_deliver(self, delivery_id: int):
     """Deliver one alert to one channel; retry with exponential backoff until sent or failed."""
-    from .alerts import alert_delivery_attempt
     from .models import AlertDelivery, DeliveryStatus
+    from .services import alert_delivery_attempt
 
     status = alert_delivery_attempt(delivery_id=delivery_id)
     if status == DeliveryStatus.PENDING:

@@ -50,10 +50,6 @@ class SdkKey(models.Model):
     def __str__(self):
         return f"{self.prefix}… ({self.app})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
 
 class Flow(models.Model):
     """A decision point in an app that runs one model, with the interface its models must fit."""

@@ -14,8 +14,8 @@ Contract:
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from . import hashing
 from .allocation import BASELINE, ArmAllocation, arm_for_bucket
-from .hashing import bucket as bucket_of
 
 SdkVersion = tuple[int, int, int]
 
@@ -49,6 +49,12 @@ class RolloutDoc:
     arms: tuple[ArmDoc, ...]
     started_at: datetime | None = None
 
+    def placement(self, device_id: str) -> tuple[int, str | None]:
+        """The device's bucket in this rollout, and the challenger arm it falls in (None: the
+        baseline). The only place the server hashes a device."""
+        bucket = hashing.bucket(self.salt, device_id)
+        return bucket, arm_for_bucket(bucket, [arm.allocation for arm in self.arms])
+
     def runs_on(self, sdk: SdkVersion) -> bool:
         models = [arm.model for arm in self.arms]
         if self.baseline is not None:
@@ -69,7 +75,7 @@ class FlowDoc:
     # When the flow's latest rollout ended (completed or rolled back): events that happened
     # before then may still count for it, however late they arrive.
     last_ended_at: datetime | None = None
-    # How outcomes count (see experiments.attribution): the label of a conversion, and the
+    # How outcomes count (see experiments.events.attribution): the label of a conversion, and the
     # hours after entering an arm within which an outcome counts for it.
     positive_label: str = ""
     attribution_window_hours: int = 72
@@ -95,8 +101,7 @@ def baseline_for(flow: FlowDoc, sdk: SdkVersion) -> ModelEntry | None:
 def assign(flow: FlowDoc, device_id: str, sdk: SdkVersion) -> Assignment:
     rollout = flow.rollout
     if rollout is not None and rollout.runs_on(sdk):
-        bucket = bucket_of(rollout.salt, device_id)
-        arm_name = arm_for_bucket(bucket, [arm.allocation for arm in rollout.arms])
+        bucket, arm_name = rollout.placement(device_id)
         if arm_name is None:
             return Assignment(flow, rollout.baseline, rollout.id, BASELINE, bucket)
         model = next(arm.model for arm in rollout.arms if arm.allocation.name == arm_name)

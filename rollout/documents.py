@@ -21,7 +21,7 @@ class AppDoc:
     flows: dict[str, FlowDoc]
     has_active_rollout: bool
     last_rollback_at: datetime | None
-    # Encoded answers of this snapshot, by their content (see rollout.sdk_api._encoded).
+    # Encoded answers of this snapshot, by their content (see rollout.poll._encoded).
     encoded_answers: dict = field(default_factory=dict, compare=False, repr=False)
 
     def poll_after_s(self, now: datetime) -> int:

@@ -44,7 +44,7 @@ def _patch(where: str) -> None:
 
         exposures.ledger_write = ledger_write
     elif where == "attribute":
-        from experiments import attribution
+        from experiments.events import attribution
 
         original, calls = attribution._attribute_batch, []
 

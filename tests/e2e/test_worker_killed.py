@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
-from experiments.attribution import ledger_catch_up, ledger_complete_through
+from experiments.events.attribution import ledger_catch_up, ledger_complete_through
 from experiments.judge import rollout_analyze
 from experiments.models import Alert, AlertChannel, DeviceOutcome, OutcomeEvent
 from rollout.exposures import (

@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from experiments import judge
-from experiments.attribution import (
+from experiments.events.attribution import (
     ledger_catch_up,
     ledger_checkpoint_advance,
     ledger_complete_through,

@@ -13,16 +13,16 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from experiments import attribution
-from experiments.attribution import events_attribute, ledger_catch_up
-from experiments.event_store import EventBatch, EventRow, events_write
+from experiments.events import attribution
+from experiments.events.attribution import events_attribute, ledger_catch_up
+from experiments.events.store import EventBatch, EventRow, events_write
 from experiments.models import DeviceOutcome, OutcomeEvent
 from experiments.selectors import arm_sufficient_statistics, exposure_counts
 from rollout import services
 from rollout.cache import assignment_cache
 from rollout.exposures import exposure_buffer_flush
 from rollout.models import Exposure, Rollout
-from rollout.sdk_api import device_assignments
+from rollout.poll import device_assignments
 from tests.integration.counting_reference import counting_reference
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from experiments.attribution import events_attribute
 from experiments.counting import device_counts
+from experiments.events.attribution import events_attribute
 from experiments.selectors import arm_sufficient_statistics, exposure_counts
 from rollout import services
 from rollout.allocation import BASELINE

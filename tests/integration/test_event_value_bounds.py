@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments.ingest import MAX_EVENT_VALUE_ABS
+from experiments.events.validation import MAX_EVENT_VALUE_ABS
 from experiments.models import OutcomeEvent
 
 from .test_events import an_event, post, post_body

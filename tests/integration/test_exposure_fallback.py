@@ -12,7 +12,7 @@ import pytest
 from django.db import DatabaseError
 from django.utils import timezone
 
-from experiments.attribution import ledger_catch_up
+from experiments.events.attribution import ledger_catch_up
 from experiments.models import DeviceOutcome
 from rollout import exposures
 from rollout.models import Exposure

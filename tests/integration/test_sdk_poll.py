@@ -10,7 +10,7 @@ from rollout.assignment import assign
 from rollout.cache import assignment_cache
 from rollout.exposures import exposure_buffer_flush
 from rollout.models import Exposure
-from rollout.sdk_api import device_assignments
+from rollout.poll import device_assignments
 
 pytestmark = pytest.mark.django_db
 

@@ -3,8 +3,7 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from controlplane.demo import demo_seed
-from rollout.models import Rollout
+from controlplane.demo import demo_rollout_summary, demo_seed
 
 
 class Command(BaseCommand):
@@ -26,6 +25,4 @@ class Command(BaseCommand):
         self.stdout.write(f"Management API token (admin): {credentials['api_token']}")
         self.stdout.write(f"Demo app {credentials['app_id']}, SDK key: {credentials['sdk_key']}")
         self.stdout.write(f"Flow onboarding_upsell: {credentials['flow_id']}")
-        rollout = Rollout.objects.prefetch_related("arms").get(pk=credentials["rollout_id"])
-        shares = ", ".join(f"{arm.name} at {arm.share / 100:g} %" for arm in rollout.arms.all())
-        self.stdout.write(f"Rollout {rollout.pk}: {rollout.get_state_display().lower()}, {shares}")
+        self.stdout.write(demo_rollout_summary(credentials["rollout_id"]))

@@ -26,13 +26,13 @@ from datetime import timedelta
 
 from django.db import connection
 
-from rollout.allocation import BASELINE
-from rollout.assignment import FlowDoc
 from rollout.exposures import exposure_remember_recorded
+from rollout.guardrails import MODEL_ERROR
 from rollout.models import Exposure
 
-from .attribution import ExposureView, RolloutTerms
-from .event_store import (
+from ..models import DeviceOutcome, OutcomeEvent
+from .rules import ExposureView, RolloutTerms
+from .store import (
     EventBatch,
     EventRow,
     events_write,
@@ -40,23 +40,6 @@ from .event_store import (
     own_record,
     own_record_columns,
 )
-from .models import MODEL_ERROR, DeviceOutcome, OutcomeEvent
-
-
-def rollout_terms_of(flow: FlowDoc, flow_id: uuid.UUID) -> RolloutTerms:
-    """The flow's active rollout as attribution sees it, from the app's snapshot."""
-    rollout = flow.rollout
-    arm_models = {BASELINE: rollout.baseline.model_id if rollout.baseline else None}
-    arm_models.update((arm.allocation.name, arm.model.model_id) for arm in rollout.arms)
-    return RolloutTerms(
-        id=uuid.UUID(rollout.id),
-        flow_id=flow_id,
-        started_at=rollout.started_at,
-        ended_at=None,
-        window=timedelta(hours=flow.attribution_window_hours),
-        positive_label=flow.positive_label,
-        arm_models=arm_models,
-    )
 
 
 def _exposures_read(

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from .models import OutcomeEvent
+from ..models import OutcomeEvent
 
 # Rows per INSERT: SQLite binds 14 parameters per row (its limit is 32 766); PostgreSQL one.
 WRITE_CHUNK = 1000

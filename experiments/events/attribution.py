@@ -21,7 +21,7 @@ Contract:
   different events; the exposures of their devices are locked (in the ledger's order), which
   serialises every writer of those devices' rows; the rows are merged in Python and written
   back in the same transaction as the events are marked. A rerun finds nothing to do.
-- Events are mostly counted as they arrive (`experiments.ingest`, with `RolloutTerms.counts`
+- Events are mostly counted as they arrive (`count_on_arrival`, with `rules.RolloutTerms.counts`
   and the same locks); this job takes the rest: events whose exposure was still buffered, and
   those only an ended rollout can count.
 - Queries per batch are few and do not grow with events (only with chunks of thousands).
@@ -31,9 +31,7 @@ import itertools
 import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -50,8 +48,8 @@ from rollout.exposures import (
 )
 from rollout.models import ACTIVE_STATES, ENDED_STATES, Exposure, Rollout, RolloutArm
 
-from .counting import event_counts, rollout_covers
-from .models import MODEL_ERROR, DeviceOutcome, LedgerCheckpoint, OutcomeEvent
+from ..models import DeviceOutcome, LedgerCheckpoint, OutcomeEvent
+from .rules import ExposureView, RolloutTerms, StoredEvent, Tally, tally_add
 
 logger = logging.getLogger(__name__)
 
@@ -83,116 +81,6 @@ _EVENT_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
-class _Event:
-    id: int
-    flow_id: uuid.UUID
-    device_id: str
-    model_id: str | None
-    outcome: str
-    value: float | None
-    occurred_at: datetime
-    received_at: datetime
-
-
-class ExposureView(NamedTuple):
-    """A device's exposure in one rollout, as attribution reads it."""
-
-    arm: str
-    arm_since: datetime
-    comparable: bool
-    bucket: int
-
-
-@dataclass(frozen=True)
-class RolloutTerms:
-    """A rollout as attribution sees it: when it ran, its window, and what counts."""
-
-    id: uuid.UUID
-    flow_id: uuid.UUID
-    started_at: datetime | None
-    ended_at: datetime | None  # None while it runs
-    window: timedelta
-    positive_label: str
-    arm_models: dict[str, str | None]  # arm → the model id it serves (text)
-
-    def covers(self, moment: datetime, skew: timedelta) -> bool:
-        return bool(
-            rollout_covers(
-                moment=moment, started_at=self.started_at, ended_at=self.ended_at, skew=skew
-            )
-        )
-
-    def counts(self, moment: datetime, exposure: ExposureView, skew) -> bool:
-        """Whether an outcome at `moment` counts for the arm of this exposure of the device."""
-        return bool(
-            event_counts(
-                moment=moment,
-                arm_since=exposure.arm_since,
-                comparable=exposure.comparable,
-                started_at=self.started_at,
-                ended_at=self.ended_at,
-                window=self.window,
-                skew=skew,
-            )
-        )
-
-
-@dataclass
-class _Tally:
-    """Outcomes of one device in one arm, to add to its stored row."""
-
-    arm: str
-    # The exposure's, so the analysis can place the device without reading the ledger.
-    arm_since: datetime
-    bucket: int
-    events: int = 0
-    conversions: int = 0
-    value_sum: float = 0.0
-    model_errors: int = 0
-    ran_assigned_model: bool = False
-    outcome_counts: dict[str, int] = field(default_factory=dict)
-    last_event_at: datetime | None = None
-
-    def add(self, event: _Event, rollout: RolloutTerms) -> None:
-        self.events += 1
-        if rollout.positive_label and event.outcome == rollout.positive_label:
-            self.conversions += 1
-        if event.outcome == MODEL_ERROR:
-            self.model_errors += 1
-        self.value_sum += event.value or 0.0
-        if event.model_id == rollout.arm_models.get(self.arm):
-            self.ran_assigned_model = True
-        self.outcome_counts[event.outcome] = self.outcome_counts.get(event.outcome, 0) + 1
-        if self.last_event_at is None or event.occurred_at > self.last_event_at:
-            self.last_event_at = event.occurred_at
-
-    def merge(self, row: dict) -> None:
-        """Fold in the device's stored totals (same arm only: another arm's are stale)."""
-        if row["arm"] != self.arm:
-            return
-        self.events += row["events"]
-        self.conversions += row["conversions"]
-        self.value_sum += row["value_sum"]
-        self.model_errors += row["model_errors"]
-        self.ran_assigned_model = self.ran_assigned_model or row["ran_assigned_model"]
-        for outcome, count in (row["outcome_counts"] or {}).items():
-            self.outcome_counts[outcome] = self.outcome_counts.get(outcome, 0) + count
-        if row["last_event_at"] is not None and (
-            self.last_event_at is None or row["last_event_at"] > self.last_event_at
-        ):
-            self.last_event_at = row["last_event_at"]
-
-
-def _tally_add(
-    tallies: dict, key: tuple, exposure: ExposureView, event: _Event, rollout: RolloutTerms
-) -> None:
-    tally = tallies.get(key)
-    if tally is None or tally.arm != exposure.arm:
-        tally = tallies[key] = _Tally(exposure.arm, exposure.arm_since, exposure.bucket)
-    tally.add(event, rollout)
-
-
 def _text(value) -> str | None:
     return None if value is None else str(value)
 
@@ -205,7 +93,7 @@ def _chunks(items: list, size: int = CHUNK):
 # --------------------------------------------------------------------------- reading
 
 
-def _events_locked(after: tuple[datetime, int] | None, size: int) -> list[_Event]:
+def _events_locked(after: tuple[datetime, int] | None, size: int) -> list[StoredEvent]:
     """The oldest unattributed events after the cursor, locked; rows others hold are skipped."""
     queryset = OutcomeEvent.objects.filter(attributed=False)
     if after is not None:
@@ -219,12 +107,16 @@ def _events_locked(after: tuple[datetime, int] | None, size: int) -> list[_Event
         .values_list(*_EVENT_FIELDS)[:size]
     )
     return [
-        _Event(pk, flow_id, device_id, _text(model_id), outcome, value, occurred_at, received_at)
+        StoredEvent(
+            pk, flow_id, device_id, _text(model_id), outcome, value, occurred_at, received_at
+        )
         for pk, flow_id, device_id, model_id, outcome, value, occurred_at, received_at in rows
     ]
 
 
-def _rollouts_for(events: list[_Event], skew: timedelta) -> dict[uuid.UUID, list[RolloutTerms]]:
+def _rollouts_for(
+    events: list[StoredEvent], skew: timedelta
+) -> dict[uuid.UUID, list[RolloutTerms]]:
     """Per flow: its active rollouts and those that ended after the oldest event, newest first."""
     flow_ids = {event.flow_id for event in events}
     oldest = min(event.occurred_at for event in events)
@@ -312,7 +204,7 @@ def _device_outcomes_read(pairs: list[tuple[uuid.UUID, str]]) -> dict[tuple, dic
     return stored
 
 
-def _device_outcomes_write(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None:
+def _device_outcomes_write(tallies: dict[tuple[uuid.UUID, str], Tally]) -> None:
     """Write the merged totals back: one multi-row upsert per chunk (the rows exist and are ours)."""
     meta = DeviceOutcome._meta
     fields = [meta.get_field(name) for name in ("rollout", "device_id", *_OUTCOME_FIELDS)]
@@ -350,7 +242,7 @@ def _device_outcomes_write(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None
             )
 
 
-def _tallies_store(tallies: dict[tuple[uuid.UUID, str], _Tally]) -> None:
+def _tallies_store(tallies: dict[tuple[uuid.UUID, str], Tally]) -> None:
     """Add tallies to the devices' stored rows. The caller holds the devices' exposure rows
     locked (`_exposures_locked`), in the same transaction."""
     if not tallies:
@@ -395,7 +287,7 @@ def on_exposures_changed(sender, *, rollout_id, device_ids, **kwargs) -> None:
 # --------------------------------------------------------------------------- the job
 
 
-def _attribute_batch(events: list[_Event], now: datetime) -> int:
+def _attribute_batch(events: list[StoredEvent], now: datetime) -> int:
     """Count, settle or leave each event of a locked batch; return how many were settled."""
     skew = timedelta(seconds=settings.EVENT_CLOCK_SKEW_SECONDS)
     patience = timedelta(seconds=settings.EVENT_ATTRIBUTION_PATIENCE_SECONDS)
@@ -410,7 +302,7 @@ def _attribute_batch(events: list[_Event], now: datetime) -> int:
     )
 
     settled: dict[tuple[uuid.UUID | None, str], list[int]] = defaultdict(list)
-    tallies: dict[tuple[uuid.UUID, str], _Tally] = {}
+    tallies: dict[tuple[uuid.UUID, str], Tally] = {}
     for event in events:
         exposed = [
             (rollout, exposures[(rollout.id, event.device_id)])
@@ -421,7 +313,7 @@ def _attribute_batch(events: list[_Event], now: datetime) -> int:
             continue  # its exposure may still be buffered: look again later
         for rollout, exposure in exposed:
             if rollout.counts(event.occurred_at, exposure, skew):
-                _tally_add(tallies, (rollout.id, event.device_id), exposure, event, rollout)
+                tally_add(tallies, (rollout.id, event.device_id), exposure, event, rollout)
                 settled[(rollout.id, exposure.arm)].append(event.id)
                 break
         else:

@@ -1,0 +1,29 @@
+"""
+The door to every change of state in experiments.
+
+The entry points (the SDK events endpoint, the management API, the admin, the periodic tasks
+and the commands) call these and nothing deeper; `tests/unit/test_architecture.py` holds them
+to it. Each name is defined in the module that owns the behaviour:
+
+- `events_ingest`: a device's batch of outcome events, validated, stored and counted
+  (`events.ingest`).
+- `ledger_catch_up`, `events_attribute`: the attribution job (`events.attribution`).
+- `rollout_analyze`: one look of the judge at a rollout, and its actions (`judge`).
+- `alert_delivery_attempt`, `channel_backfill`, `channel_disable_pending`: alert deliveries
+  (`alerts`).
+"""
+
+from .alerts import alert_delivery_attempt, channel_backfill, channel_disable_pending
+from .events.attribution import events_attribute, ledger_catch_up
+from .events.ingest import events_ingest
+from .judge import rollout_analyze
+
+__all__ = [
+    "alert_delivery_attempt",
+    "channel_backfill",
+    "channel_disable_pending",
+    "events_attribute",
+    "events_ingest",
+    "ledger_catch_up",
+    "rollout_analyze",
+]
