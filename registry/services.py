@@ -15,7 +15,13 @@ from controlplane.errors import Conflict, InvalidInput, NotFound, TooLarge
 from controlplane.secrets import secret_new
 
 from . import coreml
-from .interfaces import InvalidInterface, interface_validate, signals_validate
+from .interfaces import (
+    InvalidInterface,
+    interface_from_description,
+    interface_problems,
+    interface_validate,
+    signals_validate,
+)
 from .models import App, BaselineChange, Flow, ModelVersion, SdkKey
 from .sdk_versions import InvalidSdkVersion, format_sdk_version, parse_sdk_version
 from .storage import model_file_save, model_storage_key
@@ -257,7 +263,7 @@ def model_version_upload(
             existing = ModelVersion.objects.filter(flow=flow, sha256=sha256).first()
             if existing is not None:
                 return existing, False
-            problems = coreml.interface_problems(description, flow.interface, flow.positive_label)
+            problems = interface_problems(description, flow.interface, flow.positive_label)
             if problems:
                 raise InvalidInput(
                     "The model does not fit flow '" + flow.name + "': " + " ".join(problems),
@@ -284,7 +290,7 @@ def model_version_upload(
                     fields={"max_sdk_version": ["Must not be lower than min_sdk_version."]},
                 )
             if flow.interface is None:
-                flow.interface = coreml.interface_from_description(description)
+                flow.interface = interface_from_description(description)
                 flow.save(update_fields=["interface"])
             version = ModelVersion(
                 flow=flow,

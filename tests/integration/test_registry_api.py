@@ -263,6 +263,24 @@ def test_upload__larger_than_limit__413(ds_api, flow, trained_models, settings):
     assert response.json()["error"] == "file_too_large"
 
 
+def test_upload__zip_bomb__413_too_large_nothing_stored(ds_api, flow, corpus_dir, settings):
+    settings.MODEL_MAX_UNPACKED_BYTES = 1_000_000
+    package = corpus_dir / "bkdevart__ML-Playground__DiabetesTest.mlpackage"
+    buffer = io.BytesIO(zip_package(package))
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{package.name}/Data/padding.bin", b"\0" * 5_000_000)
+
+    response = upload(ds_api, flow["id"], buffer.getvalue(), name="model.mlpackage.zip")
+
+    assert len(buffer.getvalue()) < settings.MODEL_MAX_UNPACKED_BYTES
+    assert response.status_code == 413
+    body = response.json()
+    assert body["error"] == "too_large"
+    assert "the limit is 1,000,000 bytes" in body["detail"]
+    assert body["fields"] == {"file": [body["detail"]]}
+    assert not ModelVersion.objects.filter(flow_id=flow["id"]).exists()
+
+
 def test_upload__unknown_flow__404(ds_api, trained_models):
     response = upload(
         ds_api, "0b6f1c2e-7a55-4c1e-9a77-1f0d3a1b9c44", trained_models["baseline"].read_bytes()

@@ -1,4 +1,4 @@
-"""Core ML inspection: the real-world corpus, refused uploads, unsafe zips and flow interface checks."""
+"""Core ML inspection: the real-world corpus, refused uploads and unsafe zips."""
 
 import json
 import random
@@ -21,9 +21,8 @@ from registry.coreml import (
     ModelDescription,
     ModelRejected,
     inspect_model,
-    interface_from_description,
-    interface_problems,
 )
+from registry.interfaces import interface_from_description, interface_problems
 from registry.training import demo_rows, train_outcome_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -603,6 +602,64 @@ def test_inspect_model__odd_entry_names__refused_as_unsafe(name, tmp_path):
     assert rejected(upload).code == "unsafe_archive"
 
 
+def entry_named(name: str) -> zipfile.ZipInfo:
+    """A ZipInfo that keeps `name` whole: ZipInfo() itself cuts a name at its first NUL."""
+    info = zipfile.ZipInfo("placeholder")
+    info.filename = name
+    return info
+
+
+@pytest.mark.parametrize(
+    ("name", "code_point"),
+    [
+        ("Data/evil\x00.txt", "U+0000"),
+        ("Data/bell\x07", "U+0007"),
+        ("Data/line\nbreak", "U+000A"),
+        ("Data/escape\x1b[31m", "U+001B"),
+        ("Data/delete\x7f", "U+007F"),
+        ("Data/next\x85line", "U+0085"),
+        ("Data/csi\x9b", "U+009B"),
+    ],
+)
+def test_inspect_model__control_character_in_entry_name__refused_as_unsafe(
+    name, code_point, tmp_path
+):
+    upload = write_zip(tmp_path / "control.zip", [*package_entries(), (entry_named(name), b"x")])
+    # The local header and the central directory both record the name with the character in it.
+    assert upload.read_bytes().count(name.encode("utf-8")) == 2
+
+    error = rejected(upload)
+
+    assert error.code == "unsafe_archive"
+    assert error.detail == (
+        f"The zip entry {name!r} contains the control character {code_point}, which no file "
+        "name may hold; it was refused."
+    )
+
+
+def test_inspect_model__nul_written_into_zip_bytes__refused_naming_the_whole_name(tmp_path):
+    upload = write_zip(tmp_path / "nul.zip", [*package_entries(), ("Data/evil_.txt", b"x")])
+    # Forge the name in place, in the local header and the central directory, as a hostile
+    # tool would: same length, so every offset stays right.
+    data = upload.read_bytes()
+    assert data.count(b"Data/evil_.txt") == 2
+    upload.write_bytes(data.replace(b"Data/evil_.txt", b"Data/evil\x00.txt"))
+
+    error = rejected(upload)
+
+    assert error.code == "unsafe_archive"
+    assert "'Data/evil\\x00.txt' contains the control character U+0000" in error.detail
+
+
+def test_inspect_model__non_ascii_entry_names_without_controls__accepted(tmp_path):
+    names = ["Data/Übersicht.txt", "Data/no\u00a0break space.txt", "Data/ÿ-latin1-end"]
+    upload = write_zip(
+        tmp_path / "accents.zip", [*package_entries(), *((name, b"x") for name in names)]
+    )
+
+    assert inspect_model(upload).model_type == "pipelineClassifier"
+
+
 def test_inspect_model__symlink_entry__refused_as_unsafe(tmp_path):
     link = zipfile.ZipInfo("Data/link")
     link.create_system = 3
@@ -814,152 +871,6 @@ def test_inspect_model__zip_accepted_or_refused__leaves_no_temporary_files(tmp_p
     assert list(scratch.iterdir()) == []
 
 
-# --------------------------------------------------------------------------- interfaces
-
-
-def demo_interface() -> dict:
-    return interface_from_description(describe(DEMO))
-
-
-def test_interface_from_description__demo_model__lists_its_single_array_input():
-    assert demo_interface() == {
-        "inputs": [
-            {
-                "name": "input",
-                "type": "multiArray",
-                "optional": False,
-                "shape": [2],
-                "data_type": "double",
-                "description": "",
-            }
-        ]
-    }
-
-
-def test_interface_problems__ota_model_against_demo_flow__fits():
-    assert interface_problems(describe(DEMO_OTA), demo_interface(), "Purchased") == []
-
-
-def test_interface_problems__no_interface_and_no_label__fits_anything():
-    assert interface_problems(describe(GAVI_IRIS), None, "") == []
-
-
-def test_interface_problems__extra_interface_inputs__are_fine():
-    interface = demo_interface()
-    interface["inputs"].append({"name": "hour_of_day", "type": "int64", "optional": False})
-
-    assert interface_problems(describe(DEMO), interface, "Purchased") == []
-
-
-def test_interface_problems__iris_against_demo_flow__names_missing_input_and_labels():
-    problems = interface_problems(describe(GAVI_IRIS), demo_interface(), "Purchased")
-
-    assert problems == [
-        "The model reads input 'data', which the flow's interface does not have (it has: input).",
-        "The flow reads the probability of 'Purchased', but the model has no class-probability "
-        "output (a dictionary named by predictedProbabilitiesName); its outputs are: Species.",
-        "The positive label 'Purchased' is not one of the model's class labels "
-        "(setosa, versicolor, virginica).",
-    ]
-
-
-def test_interface_problems__wrong_input_type__says_both_types():
-    interface = {"inputs": [{"name": "input", "type": "double", "optional": False}]}
-
-    assert interface_problems(describe(DEMO), interface, "") == [
-        "Input 'input' is a multiArray in the model but a double in the flow's interface."
-    ]
-
-
-def test_interface_problems__wrong_shape_and_data_type__says_both():
-    interface = demo_interface()
-    interface["inputs"][0].update(shape=[3], data_type="float32")
-
-    assert interface_problems(describe(DEMO), interface, "") == [
-        "Input 'input' has shape [2] in the model but [3] in the flow's interface.",
-        "Input 'input' holds double values in the model but float32 in the flow's interface.",
-    ]
-
-
-def test_interface_problems__image_of_other_size__says_shapes():
-    mnist = describe("umerzia-7001__CoreML-Keras_Digit_recognition_app__MNISTClassifier.mlmodel")
-    interface = interface_from_description(mnist)
-    interface["inputs"][0]["shape"] = [32, 32]
-
-    assert interface_problems(mnist, interface, "") == [
-        "Input 'imageInput' has shape [28, 28] in the model but [32, 32] in the flow's interface."
-    ]
-
-
-def test_interface_problems__dictionary_key_type_differs__says_key_types():
-    model = ModelDescription(
-        format=MLMODEL,
-        spec_version=1,
-        model_type="dictVectorizer",
-        sub_models=(),
-        inputs=(FeatureDescription("counts", "dictionary", False, key_type="string"),),
-        outputs=(FeatureDescription("vector", "multiArray", False, (3,), "double"),),
-        class_labels=(),
-        predicted_feature_name="",
-        predicted_probabilities_name="",
-    )
-    interface = {"inputs": [{"name": "counts", "type": "dictionary", "key_type": "int64"}]}
-
-    assert interface_problems(model, interface, "") == [
-        "Input 'counts' is a dictionary keyed by string in the model but by int64 in the flow's "
-        "interface."
-    ]
-
-
-def test_interface_problems__optional_model_input_not_in_interface__fits():
-    demo = describe(DEMO)
-    optional = FeatureDescription("hour_of_day", "int64", True)
-    model = ModelDescription(**{**demo.__dict__, "inputs": (*demo.inputs, optional)})
-
-    assert interface_problems(model, demo_interface(), "Purchased") == []
-
-
-def test_interface_problems__positive_label_not_a_class__lists_the_labels():
-    assert interface_problems(describe(DEMO), demo_interface(), "Bought") == [
-        "The positive label 'Bought' is not one of the model's class labels (Dismissed, Purchased)."
-    ]
-
-
-def test_interface_problems__regressor_with_positive_label__not_a_classifier():
-    problems = interface_problems(
-        describe("MoonAndEye__CreateMLDemo__HousePricer.mlmodel"), None, "Purchased"
-    )
-
-    assert problems == [
-        "The flow reads the probability of 'Purchased', but the model is a pipelineRegressor, "
-        "not a classifier."
-    ]
-
-
-def test_interface_problems__int64_labels__match_as_strings():
-    diabetes = describe(DIABETES_PACKAGE)
-
-    assert interface_problems(diabetes, interface_from_description(diabetes), "1") == []
-
-
-def test_interface_problems__flow_reads_output_model_lacks__says_so():
-    interface = {**demo_interface(), "output": "classProbability"}
-    diabetes = describe(DIABETES_PACKAGE)
-
-    problems = interface_problems(diabetes, interface, "")
-
-    assert problems[-1] == (
-        "The flow reads the output 'classProbability', which the model does not have "
-        "(it has: Outcome, OutcomeProbability)."
-    )
-
-
-def test_interface_problems__malformed_interface__one_sentence():
-    assert interface_problems(describe(DEMO), {"inputs": "input"}, "") == [
-        "The flow's interface is malformed: 'inputs' must be a list of named features."
-    ]
-
-
 # --------------------------------------------------------------------------- trained models
 
 
@@ -984,7 +895,8 @@ def test_inspect_model__model_trained_by_training_module__round_trips_and_fits_d
     assert description.metadata["user_defined"]["com.cohort.features"] == json.dumps(
         ["Battery Level", "Phone Charging?"]
     )
-    assert interface_problems(description, demo_interface(), "Purchased") == []
+    demo_interface = interface_from_description(describe(DEMO))
+    assert interface_problems(description, demo_interface, "Purchased") == []
 
 
 def test_model_rejected__str__is_the_detail():
