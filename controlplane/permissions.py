@@ -2,7 +2,7 @@
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from .roles import ANY_ROLE, Role, user_has_role
+from .roles import ADMINS, ANY_ROLE, user_has_role
 
 
 class HasRole(BasePermission):
@@ -17,5 +17,5 @@ class HasRole(BasePermission):
         if request.method in SAFE_METHODS:
             allowed = getattr(view, "read_roles", ANY_ROLE)
         else:
-            allowed = getattr(view, "write_roles", frozenset({Role.ADMIN}))
+            allowed = getattr(view, "write_roles", ADMINS)
         return user_has_role(request.user, frozenset(allowed))

@@ -21,8 +21,27 @@ class Role(TextChoices):
     ADMIN = "admin", "Admin"
 
 
+# Who may do what, one set per capability; the API and the admin both enforce these.
 ANY_ROLE = frozenset(Role)
-EDITORS = frozenset({Role.DATA_SCIENTIST, Role.PRODUCT_MANAGER, Role.ADMIN})
+ADMINS = frozenset({Role.ADMIN})
+MODEL_AUTHORS = frozenset({Role.ADMIN, Role.DATA_SCIENTIST})  # create flows, upload models
+BASELINE_SETTERS = frozenset({Role.ADMIN, Role.PRODUCT_MANAGER})
+EDITORS = frozenset({Role.ADMIN, Role.DATA_SCIENTIST, Role.PRODUCT_MANAGER})
+RUNNERS = frozenset({Role.ADMIN, Role.PRODUCT_MANAGER})
+
+# Rollout actions. Anyone who may edit may also stop: pausing and rolling back must never
+# wait for a permission. Analysing now does only what the judge does every 5 minutes.
+ROLLOUT_ACTION_ROLES: dict[str, frozenset[Role]] = {
+    "create": EDITORS,
+    "start": EDITORS,
+    "advance": RUNNERS,
+    "pause": EDITORS,
+    "resume": RUNNERS,
+    "rollback": EDITORS,
+    "promote": RUNNERS,
+    "share": RUNNERS,
+    "analyze": EDITORS,
+}
 
 # Django model permissions each role's group carries, for the admin site.
 _VIEW = ("view",)

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.errors import NotFound
-from rollout.roles import ACTION_ROLES
+from controlplane.roles import ROLLOUT_ACTION_ROLES
 from rollout.selectors import rollout_get
 
 from .selectors import analysis_latest
@@ -14,8 +14,9 @@ from .services import rollout_analyze
 
 
 class RolloutAnalyzeApi(APIView):
-    # The judge may advance a rollout, so running it takes the right to advance.
-    write_roles = ACTION_ROLES["advance"]
+    # Running the judge now does only what the periodic job does every 5 minutes, under the
+    # rollout's own settings (auto_advance included), so any editor may (docs/api.md).
+    write_roles = ROLLOUT_ACTION_ROLES["analyze"]
 
     @extend_schema(request=None, responses={200: dict, 503: dict})
     def post(self, request, rollout_id):

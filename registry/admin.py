@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from controlplane.actors import actor_for_user
 from controlplane.admin_mixins import ReadOnlyAdmin
 from controlplane.errors import DomainError
-from controlplane.roles import Role, user_has_role
+from controlplane.roles import BASELINE_SETTERS, user_has_role
 
 from . import services
 from .interfaces import InvalidInterface, interface_validate, signals_validate
@@ -427,7 +427,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/registry/confirm_baseline.html", context)
 
     def has_baseline_permission(self, request):
-        return user_has_role(request.user, frozenset({Role.ADMIN, Role.PRODUCT_MANAGER}))
+        return user_has_role(request.user, BASELINE_SETTERS)
 
 
 @admin.register(BaselineChange)

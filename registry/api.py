@@ -10,14 +10,10 @@ from rest_framework.views import APIView
 
 from controlplane.actors import actor_for_request
 from controlplane.api import validated
-from controlplane.roles import Role
+from controlplane.roles import ADMINS, BASELINE_SETTERS, MODEL_AUTHORS
 
 from . import selectors, services
 from .storage import model_file_url
-
-ADMINS = frozenset({Role.ADMIN})
-FLOW_EDITORS = frozenset({Role.ADMIN, Role.DATA_SCIENTIST})
-BASELINE_SETTERS = frozenset({Role.ADMIN, Role.PRODUCT_MANAGER})
 
 
 def _base_url(request) -> str:
@@ -100,7 +96,7 @@ class FlowOutputSerializer(serializers.Serializer):
 
 
 class AppFlowListCreateApi(APIView):
-    write_roles = FLOW_EDITORS
+    write_roles = MODEL_AUTHORS
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=64)
@@ -194,7 +190,7 @@ class JsonObjectField(serializers.JSONField):
 
 
 class FlowModelListUploadApi(APIView):
-    write_roles = FLOW_EDITORS
+    write_roles = MODEL_AUTHORS
     parser_classes = [MultiPartParser, FormParser]
 
     class InputSerializer(serializers.Serializer):

@@ -14,13 +14,12 @@ from django.utils.html import format_html, format_html_join
 from controlplane.actors import actor_for_user
 from controlplane.admin_mixins import ReadOnlyAdmin
 from controlplane.errors import DomainError
-from controlplane.roles import user_has_role
+from controlplane.roles import ROLLOUT_ACTION_ROLES, user_has_role
 from registry.models import ModelVersion
 
 from . import selectors, services
 from .allocation import DEFAULT_STAGES
 from .models import ACTIVE_STATES, Rollout, RolloutEvent, RolloutState
-from .roles import ACTION_ROLES
 
 ACTIONS = {
     # action: (button label, states it applies to, service, what the confirmation page says)
@@ -188,7 +187,7 @@ class RolloutAdmin(admin.ModelAdmin):
         pass
 
     def has_add_permission(self, request):
-        return user_has_role(request.user, ACTION_ROLES["create"])
+        return user_has_role(request.user, ROLLOUT_ACTION_ROLES["create"])
 
     def has_change_permission(self, request, obj=None):
         return False  # state changes only through the confirmed actions
@@ -263,7 +262,7 @@ class RolloutAdmin(admin.ModelAdmin):
         return [
             (name, label)
             for name, (label, states, _, _) in ACTIONS.items()
-            if obj.state in states and user_has_role(request.user, ACTION_ROLES[name])
+            if obj.state in states and user_has_role(request.user, ROLLOUT_ACTION_ROLES[name])
         ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -291,7 +290,7 @@ class RolloutAdmin(admin.ModelAdmin):
             raise PermissionDenied
         label, states, service, consequence = ACTIONS[action]
         # admin_view only checks is_staff: the role is checked here, like the API does.
-        if not user_has_role(request.user, ACTION_ROLES[action]):
+        if not user_has_role(request.user, ROLLOUT_ACTION_ROLES[action]):
             raise PermissionDenied
         change_url = reverse("admin:rollout_rollout_change", args=[rollout.pk])
         arms = [(arm.name, arm.name) for arm in rollout.arms.all()]

@@ -7,12 +7,12 @@ from rest_framework.views import APIView
 
 from controlplane.actors import actor_for_request
 from controlplane.api import validated
+from controlplane.roles import ROLLOUT_ACTION_ROLES
 from registry import selectors as registry_selectors
 
 from . import selectors, services
 from .allocation import DEFAULT_STAGES
 from .models import RolloutState
-from .roles import ACTION_ROLES
 
 
 class ArmOutputSerializer(serializers.Serializer):
@@ -88,7 +88,7 @@ class ChallengerInputSerializer(serializers.Serializer):
 
 
 class RolloutListCreateApi(APIView):
-    write_roles = ACTION_ROLES["create"]
+    write_roles = ROLLOUT_ACTION_ROLES["create"]
 
     class InputSerializer(serializers.Serializer):
         flow = serializers.UUIDField()
@@ -159,32 +159,32 @@ class _RolloutTransitionApi(APIView):
 
 
 class RolloutStartApi(_RolloutTransitionApi):
-    write_roles = ACTION_ROLES["start"]
+    write_roles = ROLLOUT_ACTION_ROLES["start"]
     service = services.rollout_start
 
 
 class RolloutAdvanceApi(_RolloutTransitionApi):
-    write_roles = ACTION_ROLES["advance"]
+    write_roles = ROLLOUT_ACTION_ROLES["advance"]
     service = services.rollout_advance
 
 
 class RolloutPauseApi(_RolloutTransitionApi):
-    write_roles = ACTION_ROLES["pause"]
+    write_roles = ROLLOUT_ACTION_ROLES["pause"]
     service = services.rollout_pause
 
 
 class RolloutResumeApi(_RolloutTransitionApi):
-    write_roles = ACTION_ROLES["resume"]
+    write_roles = ROLLOUT_ACTION_ROLES["resume"]
     service = services.rollout_resume
 
 
 class RolloutRollbackApi(_RolloutTransitionApi):
-    write_roles = ACTION_ROLES["rollback"]
+    write_roles = ROLLOUT_ACTION_ROLES["rollback"]
     service = services.rollout_rollback
 
 
 class RolloutPromoteApi(_RolloutTransitionApi):
-    write_roles = ACTION_ROLES["promote"]
+    write_roles = ROLLOUT_ACTION_ROLES["promote"]
     service = services.rollout_promote
 
     class InputSerializer(TransitionInputSerializer):
@@ -192,7 +192,7 @@ class RolloutPromoteApi(_RolloutTransitionApi):
 
 
 class RolloutShareApi(_RolloutTransitionApi):
-    write_roles = ACTION_ROLES["share"]
+    write_roles = ROLLOUT_ACTION_ROLES["share"]
     service = services.rollout_set_share
 
     class InputSerializer(TransitionInputSerializer):
