@@ -155,7 +155,7 @@ def placements(arms, phases: int) -> tuple[list[list[tuple[int, str]]], list[lis
     """Per phase: the (bucket, arm) places a device exposed then can have and still count
     (its bucket maps to the same arm then and now), and the (bucket, arm now, phase the
     bucket joined that arm) places of the baseline buckets a challenger has taken since."""
-    from rollout.allocation import BASELINE
+    from rollout.arms import BASELINE
     from rollout.hashing import BUCKETS
 
     def arm_at(bucket: int, phase: int) -> str:
@@ -198,7 +198,7 @@ def bulk_load(rollout, phase_starts: list[datetime], devices: int) -> dict:
     from django.db import connection
     from psycopg.types.json import Jsonb
 
-    from rollout.allocation import BASELINE
+    from rollout.arms import BASELINE
 
     arms = list(rollout.arms.order_by("position"))
     names = [BASELINE, *(a.name for a in arms)]

@@ -28,3 +28,15 @@ def api_token_revoke(*, token: ApiToken) -> ApiToken:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
+
+
+def api_token_rename(*, token: ApiToken, name: str) -> ApiToken:
+    """Change a token's name, the one thing about it that may change."""
+    ApiToken.objects.filter(pk=token.pk).update(name=name)
+    token.name = name
+    return token
+
+
+def api_token_delete(*, token: ApiToken) -> None:
+    """Delete a token; it stops authenticating at once (every request reads it)."""
+    token.delete()

@@ -25,7 +25,7 @@ worse, never better (`stats`), so a verdict never flips from worse to better uns
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from rollout.allocation import BASELINE
+from rollout.arms import BASELINE
 
 from .stats import Comparison, SrmFinding
 
@@ -35,6 +35,14 @@ ROLLBACK = "rollback"
 PROMOTE_RECOMMENDED = "promote_recommended"
 SRM_ALERT = "srm_alert"
 INSUFFICIENT_DATA = "insufficient_data"
+
+# What the judge did about its decision (`Analysis.action`; "" when nothing was to be done).
+# The decision simulator reports ROLLED_BACK for a run the judge stopped.
+ROLLED_BACK = "rolled_back"
+ADVANCED = "advanced"
+ALERTED = "alerted"
+HELD = "held"  # the data was not fresh enough to act on
+SKIPPED = "skipped"  # the rollout changed meanwhile
 
 
 @dataclass(frozen=True)

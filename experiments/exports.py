@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from registry.models import Flow
+from rollout.metrics import MODEL_ERROR
 
-from .models import MODEL_ERROR, OutcomeEvent
+from .models import OutcomeEvent
 
 CHUNK_SIZE = 2000
 

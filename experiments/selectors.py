@@ -25,7 +25,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Greatest, Least
 
-from rollout.allocation import BASELINE
+from rollout.arms import BASELINE
 from rollout.models import ACTIVE_STATES, Exposure, Rollout, RolloutArm
 from rollout.selectors import rollout_phase_starts
 

@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rollout.allocation import BASELINE, ArmAllocation, Segment, arm_for_bucket, plan_segments
-from rollout.guardrails import MODEL_ERROR
+from rollout.allocation import ArmAllocation, Segment, arm_for_bucket, plan_segments
+from rollout.arms import BASELINE, challenger_name
+from rollout.hashing import BUCKETS
+from rollout.metrics import MODEL_ERROR, PROPORTION
+from rollout.shares import fraction
 
 from . import decisions, stats
 from .analysis import (
@@ -45,7 +48,7 @@ from .analysis import (
 )
 from .counting import device_counts, event_counts, stratum_of
 
-CHALLENGER = "challenger-1"
+CHALLENGER = challenger_name(1)
 HOUR = 3600.0
 MINUTE = 60.0
 
@@ -80,7 +83,7 @@ class Scenario:
 class Outcome:
     """How one simulated rollout ended."""
 
-    decision: str  # "rolled_back", "promote_recommended", or "running" at the horizon
+    decision: str  # ROLLED_BACK or PROMOTE_RECOMMENDED (decisions), "running" at the horizon
     at: float | None = None  # seconds after the start
     stage: int = 0  # index of the stage reached
     looks: int = 0
@@ -95,7 +98,7 @@ def _allocation(segment: Segment, share: int) -> list[ArmAllocation]:
 def _arm_of_buckets(allocation: list[ArmAllocation]) -> np.ndarray:
     """For each of the 10 000 buckets, 1 if the challenger holds it, else 0 (the baseline)."""
     return np.array(
-        [arm_for_bucket(b, allocation) == CHALLENGER for b in range(10_000)], dtype=np.int8
+        [arm_for_bucket(b, allocation) == CHALLENGER for b in range(BUCKETS)], dtype=np.int8
     )
 
 
@@ -180,7 +183,7 @@ def simulate(scenario: Scenario, seed: int) -> Outcome:
                 CHALLENGER: int(np.sum(this_stage & (arm == 1))),
             }
         }
-        share = allocation[0].share / 10_000
+        share = fraction(allocation[0].share)
         last = at_last_comparable_stage({CHALLENGER: (stage, scenario.stages)})
         result = analyze(
             AnalysisInput(
@@ -189,7 +192,7 @@ def simulate(scenario: Scenario, seed: int) -> Outcome:
                 baseline_model_id=None,
                 arms=(ArmPlan(CHALLENGER, None, share, last[CHALLENGER]),),
                 sums=sums,
-                specs=(PRIMARY_SPEC, stats.MetricSpec(MODEL_ERROR, "proportion", False)),
+                specs=(PRIMARY_SPEC, stats.MetricSpec(MODEL_ERROR, PROPORTION, False)),
                 alpha=scenario.alpha,
                 planned_sample=scenario.planned_sample,
                 min_devices_per_arm=scenario.min_devices_per_arm,
@@ -211,9 +214,9 @@ def simulate(scenario: Scenario, seed: int) -> Outcome:
         if decision == decisions.SRM_ALERT:
             outcome.srm_alerts += 1
         if decision == decisions.ROLLBACK:
-            return _ended(outcome, "rolled_back", t, stage, result)
+            return _ended(outcome, decisions.ROLLED_BACK, t, stage, result)
         if decision == decisions.PROMOTE_RECOMMENDED:
-            return _ended(outcome, "promote_recommended", t, stage, result)
+            return _ended(outcome, decisions.PROMOTE_RECOMMENDED, t, stage, result)
         if decision == decisions.ADVANCE:
             stage += 1
             allocation = _allocation(segment, scenario.stages[stage])

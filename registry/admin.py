@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 
 from controlplane.actors import actor_for_user
-from controlplane.admin_mixins import ReadOnlyAdmin
+from controlplane.admin_mixins import ReadOnlyAdmin, ServiceAdminMixin, ServiceFormMixin
 from controlplane.errors import DomainError
 from controlplane.roles import BASELINE_SETTERS, user_has_role
 
@@ -58,7 +58,7 @@ class SdkKeyInline(admin.TabularInline):
         return False
 
 
-class AppAdminForm(forms.ModelForm):
+class AppAdminForm(ServiceFormMixin, forms.ModelForm):
     class Meta:
         model = App
         fields = ("name", "bundle_identifiers")
@@ -69,9 +69,20 @@ class AppAdminForm(forms.ModelForm):
         except DomainError as error:
             raise forms.ValidationError(error.detail) from None
 
+    def service_call(self, cleaned_data):
+        if self.instance._state.adding:
+            return services.app_create(
+                name=cleaned_data["name"], bundle_identifiers=cleaned_data["bundle_identifiers"]
+            )
+        return services.app_update(
+            app=self.instance,
+            name=cleaned_data["name"],
+            bundle_identifiers=cleaned_data["bundle_identifiers"],
+        )
+
 
 @admin.register(App)
-class AppAdmin(admin.ModelAdmin):
+class AppAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = AppAdminForm
     list_display = ("name", "id", "bundle_list", "flow_count", "created_at")
     search_fields = ("name", "id")
@@ -87,13 +98,8 @@ class AppAdmin(admin.ModelAdmin):
     def flow_count(self, obj):
         return obj.flows.count()
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        created = services.app_create(name=obj.name, bundle_identifiers=obj.bundle_identifiers)
-        obj.pk, obj.created_at = created.pk, created.created_at
-        obj._state.adding = False
+    def service_delete(self, obj):
+        services.app_delete(app=obj)
 
     @admin.action(description="Create an SDK key (shown once)", permissions=["change"])
     def create_sdk_key(self, request, queryset):
@@ -106,8 +112,18 @@ class AppAdmin(admin.ModelAdmin):
             )
 
 
+class SdkKeyNameForm(ServiceFormMixin, forms.ModelForm):
+    class Meta:
+        model = SdkKey
+        fields = ("name",)
+
+    def service_call(self, cleaned_data):
+        return services.sdk_key_rename(key=self.instance, name=cleaned_data["name"])
+
+
 @admin.register(SdkKey)
-class SdkKeyAdmin(admin.ModelAdmin):
+class SdkKeyAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    form = SdkKeyNameForm
     list_display = ("prefix", "app", "name", "created_at", "revoked_at")
     list_filter = ("app", ("revoked_at", admin.EmptyFieldListFilter))
     search_fields = ("prefix", "name", "app__name")
@@ -118,6 +134,9 @@ class SdkKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # keys are made by the app's action, which shows the plaintext once
 
+    def service_delete(self, obj):
+        services.sdk_key_delete(key=obj)
+
     @admin.action(description="Revoke the selected SDK keys", permissions=["change"])
     def revoke(self, request, queryset):
         for key in queryset:
@@ -125,7 +144,7 @@ class SdkKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
 
 
-class FlowAdminForm(forms.ModelForm):
+class FlowAdminForm(ServiceFormMixin, forms.ModelForm):
     class Meta:
         model = Flow
         fields = (
@@ -146,9 +165,30 @@ class FlowAdminForm(forms.ModelForm):
         except InvalidInterface as error:
             raise forms.ValidationError(str(error)) from None
 
+    def service_call(self, cleaned_data):
+        # The instance carries the cleaned values (app, name and flow_id only when adding).
+        flow = self.instance
+        if flow._state.adding:
+            return services.flow_create(
+                app=flow.app,
+                name=flow.name,
+                flow_id=flow.flow_id,
+                positive_label=flow.positive_label,
+                interface=flow.interface,
+                signals=flow.signals,
+                attribution_window_hours=flow.attribution_window_hours,
+            )
+        return services.flow_update(
+            flow=flow,
+            positive_label=flow.positive_label,
+            interface=flow.interface,
+            signals=flow.signals,
+            attribution_window_hours=flow.attribution_window_hours,
+        )
+
 
 @admin.register(Flow)
-class FlowAdmin(admin.ModelAdmin):
+class FlowAdmin(ServiceAdminMixin, admin.ModelAdmin):
     form = FlowAdminForm
     list_display = ("name", "app", "flow_id", "positive_label", "baseline_link", "model_count")
     list_filter = ("app",)
@@ -189,30 +229,11 @@ class FlowAdmin(admin.ModelAdmin):
     def interface_table(self, obj):
         return _features_table((obj.interface or {}).get("inputs", []))
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            services.flow_update(
-                flow=obj,
-                positive_label=obj.positive_label,
-                interface=obj.interface,
-                signals=obj.signals,
-                attribution_window_hours=obj.attribution_window_hours,
-            )
-            return
-        created = services.flow_create(
-            app=obj.app,
-            name=obj.name,
-            flow_id=obj.flow_id,
-            positive_label=obj.positive_label,
-            interface=obj.interface,
-            signals=obj.signals,
-            attribution_window_hours=obj.attribution_window_hours,
-        )
-        obj.pk = created.pk
-        obj._state.adding = False
+    def service_delete(self, obj):
+        services.flow_delete(flow=obj)
 
 
-class ModelVersionUploadForm(forms.ModelForm):
+class ModelVersionUploadForm(ServiceFormMixin, forms.ModelForm):
     file = forms.FileField(help_text="A .mlmodel file, or an .mlpackage zipped.")
     metrics = forms.JSONField(required=False, initial=dict, help_text="Offline metrics (JSON).")
 
@@ -220,37 +241,38 @@ class ModelVersionUploadForm(forms.ModelForm):
         model = ModelVersion
         fields = ("flow", "min_sdk_version", "max_sdk_version", "notes")
 
-    def __init__(self, *args, request=None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.request = request
         self.fields["min_sdk_version"].required = False
         self.fields[
             "min_sdk_version"
         ].help_text = "Leave empty to derive it from the flow's signal catalog."
-        self.uploaded = None
+        self.created = False
 
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
-        upload = cleaned["file"]
-        try:
-            self.uploaded = services.model_version_upload(
-                flow=cleaned["flow"],
-                file=upload,
-                filename=upload.name,
-                min_sdk_version=cleaned.get("min_sdk_version") or None,
-                max_sdk_version=cleaned.get("max_sdk_version") or None,
-                notes=cleaned.get("notes") or "",
-                metrics=cleaned.get("metrics") or {},
-                uploaded_by=self.request.user if self.request else None,
-            )
-        except DomainError as error:
-            raise forms.ValidationError(error.detail) from None
-        return cleaned
+    def service_call(self, cleaned_data):
+        upload = cleaned_data["file"]
+        version, self.created = services.model_version_upload(
+            flow=cleaned_data["flow"],
+            file=upload,
+            filename=upload.name,
+            min_sdk_version=cleaned_data.get("min_sdk_version") or None,
+            max_sdk_version=cleaned_data.get("max_sdk_version") or None,
+            notes=cleaned_data.get("notes") or "",
+            metrics=cleaned_data.get("metrics") or {},
+            uploaded_by=self.request.user if self.request else None,
+        )
+        return version
 
-    def _post_clean(self):
-        pass  # the service validated and saved the version; nothing to copy onto self.instance
+
+class ModelVersionNotesForm(ServiceFormMixin, forms.ModelForm):
+    class Meta:
+        model = ModelVersion
+        fields = ("notes",)
+
+    def service_call(self, cleaned_data):
+        return services.model_version_notes_set(
+            model_version=self.instance, notes=cleaned_data["notes"]
+        )
 
 
 class BaselineConfirmForm(forms.Form):
@@ -258,7 +280,8 @@ class BaselineConfirmForm(forms.Form):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    form = ModelVersionNotesForm
     list_display = (
         "id", "flow", "model_type", "size", "min_sdk_version", "is_baseline", "uploaded_by", "created_at",
     )  # fmt: skip
@@ -279,13 +302,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if obj is None:
             kwargs["form"] = ModelVersionUploadForm
             kwargs["fields"] = None
-            form = super().get_form(request, obj, **kwargs)
-
-            class RequestForm(form):
-                def __init__(self, *args, **kw):
-                    super().__init__(*args, request=request, **kw)
-
-            return RequestForm
         return super().get_form(request, obj, **kwargs)
 
     def get_fields(self, request, obj=None):
@@ -296,23 +312,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return () if obj is None else self.readonly_fields
 
-    def save_form(self, request, form, change):
-        if change:
-            return super().save_form(request, form, change)
-        version, created = form.uploaded
-        if not created:
-            self.message_user(
-                request, f"These bytes are model {version.pk} of this flow already.", messages.INFO
-            )
-        return version
-
     def save_model(self, request, obj, form, change):
-        if change:
-            ModelVersion.objects.filter(pk=obj.pk).update(notes=obj.notes)  # only notes may change
-
-    def save_related(self, request, form, formsets, change):
-        if change:
-            super().save_related(request, form, formsets, change)
+        super().save_model(request, obj, form, change)  # the form's service saved it
+        if not change and not form.created:
+            self.message_user(
+                request, f"These bytes are model {obj.pk} of this flow already.", messages.INFO
+            )
 
     def has_delete_permission(self, request, obj=None):
         return False  # versions are immutable and may be referenced by devices and rollouts

@@ -8,6 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from controlplane.config_version import config_version_bump
@@ -69,6 +70,33 @@ def app_create(*, name: str, bundle_identifiers: list[str] | None = None) -> App
     return app
 
 
+def app_update(*, app: App, name: str, bundle_identifiers: list[str]) -> App:
+    """Rename an app or change its bundle identifiers; devices see neither, so nothing is bumped."""
+    bundle_identifiers = bundle_identifiers_validate(bundle_identifiers)
+    if App.objects.filter(name=name).exclude(pk=app.pk).exists():
+        raise Conflict(f"An app named '{name}' exists already.", code="already_exists")
+    app.name, app.bundle_identifiers = name, bundle_identifiers
+    _full_clean(app)
+    try:
+        with transaction.atomic():
+            app.save(update_fields=["name", "bundle_identifiers"])
+    except IntegrityError:
+        raise Conflict(f"An app named '{name}' exists already.", code="already_exists") from None
+    return app
+
+
+def app_delete(*, app: App) -> None:
+    """Delete an app without flows, and its SDK keys, which stop working at once."""
+    try:
+        with transaction.atomic():  # the keys' removal and the config-version bump together
+            app.delete()
+            config_version_bump()
+    except ProtectedError:
+        raise Conflict(
+            f"App '{app.name}' has flows; delete them first.", code="app_in_use"
+        ) from None
+
+
 def sdk_key_create(*, app: App, name: str = "") -> tuple[SdkKey, str]:
     """Create an SDK key; return it with its plaintext, which is shown once and never stored."""
     plaintext, digest = secret_new(SDK_KEY_PREFIX)
@@ -87,6 +115,20 @@ def sdk_key_revoke(*, key: SdkKey) -> SdkKey:
             key.save(update_fields=["revoked_at"])
             config_version_bump()
     return key
+
+
+def sdk_key_rename(*, key: SdkKey, name: str) -> SdkKey:
+    """Change a key's name, the one thing about it that may change; devices never see it."""
+    SdkKey.objects.filter(pk=key.pk).update(name=name)
+    key.name = name
+    return key
+
+
+def sdk_key_delete(*, key: SdkKey) -> None:
+    """Delete an SDK key; like a revoked one, it stops working at once."""
+    with transaction.atomic():
+        key.delete()
+        config_version_bump()
 
 
 def flow_create(
@@ -163,6 +205,18 @@ def flow_update(
         )
         config_version_bump()
     return flow
+
+
+def flow_delete(*, flow: Flow) -> None:
+    """Delete a flow without models or rollouts; devices stop getting it at once."""
+    try:
+        with transaction.atomic():
+            flow.delete()
+            config_version_bump()
+    except ProtectedError:
+        raise Conflict(
+            f"Flow '{flow.name}' has models or rollouts; it cannot be deleted.", code="flow_in_use"
+        ) from None
 
 
 def _sdk_version_or_none(value: str | None, field: str):
@@ -316,6 +370,13 @@ def model_version_upload(
             model_file_save(key=version.storage_key, file=spool)
             version.save()
         return version, True
+
+
+def model_version_notes_set(*, model_version: ModelVersion, notes: str) -> ModelVersion:
+    """Change a version's notes, the one thing about it that may change."""
+    ModelVersion.objects.filter(pk=model_version.pk).update(notes=notes)
+    model_version.notes = notes
+    return model_version
 
 
 def flow_baseline_set(

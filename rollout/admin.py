@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from controlplane.actors import actor_for_user
-from controlplane.admin_mixins import ReadOnlyAdmin
+from controlplane.admin_mixins import ReadOnlyAdmin, ServiceAdminMixin, ServiceFormMixin
 from controlplane.errors import DomainError
 from controlplane.roles import ROLLOUT_ACTION_ROLES, user_has_role
 from registry.models import ModelVersion
@@ -20,6 +20,7 @@ from registry.models import ModelVersion
 from . import selectors, services
 from .allocation import DEFAULT_STAGES
 from .models import ACTIVE_STATES, Rollout, RolloutEvent, RolloutState
+from .shares import percent_text
 
 ACTIONS = {
     # action: (button label, states it applies to, service, what the confirmation page says)
@@ -38,7 +39,7 @@ ACTIONS = {
 }  # fmt: skip
 
 
-class RolloutCreateForm(forms.ModelForm):
+class RolloutCreateForm(ServiceFormMixin, forms.ModelForm):
     challenger = forms.ModelChoiceField(
         queryset=ModelVersion.objects.select_related("flow"), help_text="The model to roll out."
     )
@@ -51,38 +52,29 @@ class RolloutCreateForm(forms.ModelForm):
         model = Rollout
         fields = ("flow", "auto_advance", "stage_min_minutes", "min_devices_per_arm")
 
-    def __init__(self, *args, request=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.request = request
-        self.created = None
-
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors:
-            return cleaned
+    def clean_stages(self):
         try:
-            stages = [
-                Decimal(part.strip()) for part in cleaned["stages"].split(",") if part.strip()
+            return [
+                Decimal(part.strip())
+                for part in self.cleaned_data["stages"].split(",")
+                if part.strip()
             ]
         except InvalidOperation:
             raise forms.ValidationError(
-                {"stages": "Write the stages as numbers of percent, e.g. 1, 5, 20, 50, 100."}
+                "Write the stages as numbers of percent, e.g. 1, 5, 20, 50, 100."
             ) from None
-        try:
-            self.created = services.rollout_create(
-                flow=cleaned["flow"],
-                challengers=[{"model_id": str(cleaned["challenger"].pk), "stages": stages}],
-                actor=actor_for_user(self.request.user),
-                auto_advance=cleaned["auto_advance"],
-                stage_min_minutes=cleaned["stage_min_minutes"],
-                min_devices_per_arm=cleaned["min_devices_per_arm"],
-            )
-        except DomainError as error:
-            raise forms.ValidationError(error.detail) from None
-        return cleaned
 
-    def _post_clean(self):
-        pass  # the service validated and created the rollout
+    def service_call(self, cleaned_data):
+        return services.rollout_create(
+            flow=cleaned_data["flow"],
+            challengers=[
+                {"model_id": str(cleaned_data["challenger"].pk), "stages": cleaned_data["stages"]}
+            ],
+            actor=actor_for_user(self.request.user),
+            auto_advance=cleaned_data["auto_advance"],
+            stage_min_minutes=cleaned_data["stage_min_minutes"],
+            min_devices_per_arm=cleaned_data["min_devices_per_arm"],
+        )
 
 
 class ActionForm(forms.Form):
@@ -111,7 +103,8 @@ class RolloutEventInline(admin.TabularInline):
     def change(self, event):
         before, after = event.before.get("arms", {}), event.after.get("arms", {})
         parts = [
-            f"{name}: {before.get(name, {}).get('share', 0) / 100:g} % → {arm['share'] / 100:g} %"
+            f"{name}: {percent_text(before.get(name, {}).get('share', 0))} → "
+            f"{percent_text(arm['share'])}"
             for name, arm in after.items()
             if before.get(name, {}).get("share") != arm.get("share")
         ]
@@ -135,7 +128,7 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Rollout)
-class RolloutAdmin(admin.ModelAdmin):
+class RolloutAdmin(ServiceAdminMixin, admin.ModelAdmin):
     list_display = ("__str__", "flow", "state_badge", "arms_summary", "started_at", "created_by")
     list_filter = (StateFilter, "flow__app", "flow")
     search_fields = ("id", "flow__name", "flow__app__name", "created_by")
@@ -154,16 +147,9 @@ class RolloutAdmin(admin.ModelAdmin):
         return super().get_queryset(request).prefetch_related("arms__model_version")
 
     def get_form(self, request, obj=None, **kwargs):
-        if obj is not None:
-            return super().get_form(request, obj, **kwargs)
-        kwargs["form"] = RolloutCreateForm
-        form = super().get_form(request, obj, **kwargs)
-
-        class RequestForm(form):
-            def __init__(self, *args, **kw):
-                super().__init__(*args, request=request, **kw)
-
-        return RequestForm
+        if obj is None:
+            kwargs["form"] = RolloutCreateForm
+        return super().get_form(request, obj, **kwargs)
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -177,15 +163,6 @@ class RolloutAdmin(admin.ModelAdmin):
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []
 
-    def save_form(self, request, form, change):
-        return form.created if not change else super().save_form(request, form, change)
-
-    def save_model(self, request, obj, form, change):
-        pass  # created by the service in the form; changes go through the action buttons
-
-    def save_related(self, request, form, formsets, change):
-        pass
-
     def has_add_permission(self, request):
         return user_has_role(request.user, ROLLOUT_ACTION_ROLES["create"])
 
@@ -198,8 +175,9 @@ class RolloutAdmin(admin.ModelAdmin):
     @admin.display(description="state")
     def state_badge(self, obj):
         colours = {
-            "draft": "#777", "running": "#1a7f37", "paused": "#9a6700",
-            "completed": "#0969da", "rolled_back": "#cf222e",
+            RolloutState.DRAFT: "#777", RolloutState.RUNNING: "#1a7f37",
+            RolloutState.PAUSED: "#9a6700", RolloutState.COMPLETED: "#0969da",
+            RolloutState.ROLLED_BACK: "#cf222e",
         }  # fmt: skip
         return format_html(
             "<strong class='rollout-state' style='color:{}'>{}</strong>",
@@ -209,7 +187,7 @@ class RolloutAdmin(admin.ModelAdmin):
 
     @admin.display(description="challengers")
     def arms_summary(self, obj):
-        return ", ".join(f"{arm.name} {arm.share / 100:g} %" for arm in obj.arms.all())
+        return ", ".join(f"{arm.name} {percent_text(arm.share)}" for arm in obj.arms.all())
 
     @admin.display(description="challengers")
     def arms_table(self, obj):
@@ -221,8 +199,8 @@ class RolloutAdmin(admin.ModelAdmin):
                 (
                     arm.name,
                     arm.model_version_id,
-                    " → ".join(f"{s / 100:g} %" for s in arm.stages),
-                    f"{arm.share / 100:g} %",
+                    " → ".join(percent_text(s) for s in arm.stages),
+                    percent_text(arm.share),
                     f"buckets {arm.segment_start} to {arm.segment_end}",
                 )
                 for arm in obj.arms.all()

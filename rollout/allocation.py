@@ -20,12 +20,11 @@ from decimal import Decimal
 from itertools import accumulate, pairwise
 
 from . import hashing
+from .arms import BASELINE
 from .hashing import BUCKETS
+from .shares import ALL_DEVICES, basis_points_from_percent, fraction
 
-BASELINE = "baseline"
 DEFAULT_STAGES = (1, 5, 20, 50, 100)
-
-_BASIS_POINTS_PER_PERCENT = 100
 
 
 class AllocationError(ValueError):
@@ -90,16 +89,16 @@ def plan_segments(max_shares: Sequence[int]) -> tuple[Segment, ...]:
                 f"Challenger {position}'s maximum share ({share!r}) must be a whole number "
                 "of basis points."
             )
-        if not 0 < share <= BUCKETS:
+        if not 0 < share <= ALL_DEVICES:
             raise AllocationError(
                 f"Challenger {position}'s maximum share ({share} basis points) must be "
-                f"between 1 and {BUCKETS} basis points (0.01 % to 100 %)."
+                f"between 1 and {ALL_DEVICES} basis points (0.01 % to 100 %)."
             )
     total = sum(max_shares)
-    if total > BUCKETS:
+    if total > ALL_DEVICES:
         raise AllocationError(
             f"The challengers' maximum shares add up to {total} basis points, more than "
-            f"the {BUCKETS} there are; lower their final stages."
+            f"the {ALL_DEVICES} there are; lower their final stages."
         )
     ends = list(accumulate(max_shares))
     return tuple(Segment(end - share, end) for share, end in zip(max_shares, ends, strict=True))
@@ -138,7 +137,7 @@ def validate_stages(stages: Sequence[float]) -> tuple[int, ...]:
             raise AllocationError(
                 f"Stage {position} ({_show(percent)}) must be more than 0 and at most 100 percent."
             )
-        points = percent * _BASIS_POINTS_PER_PERCENT
+        points = basis_points_from_percent(percent)
         if points != points.to_integral_value():
             raise AllocationError(
                 f"Stage {position} ({_show(percent)}) has more than 2 decimal places; stages are "
@@ -193,6 +192,6 @@ def arm_for_device(salt: str, device_id: str, arms: Sequence[ArmAllocation]) -> 
 def expected_shares(arms: Sequence[ArmAllocation]) -> dict[str, float]:
     """Return the fraction of devices each arm should get, the rest under `BASELINE`."""
     validate_arms(arms)
-    shares = {arm.name: arm.share / BUCKETS for arm in arms}
-    shares[BASELINE] = (BUCKETS - sum(arm.share for arm in arms)) / BUCKETS
+    shares = {arm.name: fraction(arm.share) for arm in arms}
+    shares[BASELINE] = fraction(ALL_DEVICES - sum(arm.share for arm in arms))
     return shares

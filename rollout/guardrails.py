@@ -1,7 +1,8 @@
 """
 The metrics a rollout is judged on, as configured on it (no Django).
 
-A rollout's `guardrails` is a list of entries, each a metric name or an object:
+A rollout's `guardrails` is a list of entries, each a metric name (`rollout.metrics`) or an
+object:
 - "model_error": share of devices that reported the reserved outcome model_error (always on).
 - "value": the numeric value per device (e.g. revenue), compared as a mean.
 - "outcome:<label>": share of devices that reported the outcome <label> (e.g. outcome:Dismissed).
@@ -13,10 +14,7 @@ outcome equal to the flow's positive label.
 
 from dataclasses import dataclass
 
-PRIMARY = "conversion"
-MODEL_ERROR = "model_error"
-VALUE = "value"
-OUTCOME_PREFIX = "outcome:"
+from .metrics import MEAN, MODEL_ERROR, OUTCOME_PREFIX, PROPORTION, VALUE, outcome_label
 
 
 class InvalidGuardrail(ValueError):
@@ -26,26 +24,25 @@ class InvalidGuardrail(ValueError):
 @dataclass(frozen=True)
 class Guardrail:
     metric: str
-    kind: str  # "proportion" | "mean"
+    kind: str  # metrics.PROPORTION | metrics.MEAN
     higher_is_better: bool
     margin: float = 0.0
 
     @property
     def outcome_label(self) -> str | None:
-        return (
-            self.metric[len(OUTCOME_PREFIX) :] if self.metric.startswith(OUTCOME_PREFIX) else None
-        )
+        return outcome_label(self.metric)
 
 
 def _default_for(metric: str) -> Guardrail:
     if metric == MODEL_ERROR:
-        return Guardrail(MODEL_ERROR, "proportion", higher_is_better=False)
+        return Guardrail(MODEL_ERROR, PROPORTION, higher_is_better=False)
     if metric == VALUE:
-        return Guardrail(VALUE, "mean", higher_is_better=True)
-    if metric.startswith(OUTCOME_PREFIX) and len(metric) > len(OUTCOME_PREFIX):
-        return Guardrail(metric, "proportion", higher_is_better=False)
+        return Guardrail(VALUE, MEAN, higher_is_better=True)
+    if outcome_label(metric):
+        return Guardrail(metric, PROPORTION, higher_is_better=False)
     raise InvalidGuardrail(
-        f"Unknown guardrail metric {metric!r}: use 'model_error', 'value' or 'outcome:<label>'."
+        f"Unknown guardrail metric {metric!r}: use '{MODEL_ERROR}', '{VALUE}' or "
+        f"'{OUTCOME_PREFIX}<label>'."
     )
 
 

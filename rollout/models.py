@@ -6,6 +6,8 @@ from django.db.models import Q
 from registry.ids import time_ordered_uuid
 from registry.models import Flow, ModelVersion
 
+from .shares import percent_text
+
 
 class RolloutState(models.TextChoices):
     DRAFT = "draft", "Draft"
@@ -97,7 +99,7 @@ class RolloutArm(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.name} ({self.share / 100:g} %)"
+        return f"{self.name} ({percent_text(self.share)})"
 
 
 class RolloutEvent(models.Model):

@@ -7,7 +7,7 @@ from django.db.models import Count, Q
 
 from controlplane.errors import NotFound
 
-from .allocation import BASELINE
+from .arms import BASELINE
 from .models import Exposure, Rollout, RolloutEvent, RolloutState
 
 #: Audit-log actions that change the shares: each starts a new phase of the analysis.

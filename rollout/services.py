@@ -1,6 +1,5 @@
 """State changes of rollouts. Every change is serialised by a row lock and written to the audit log."""
 
-import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -13,20 +12,15 @@ from controlplane.errors import Conflict, InvalidInput, NotFound
 from registry.models import Flow, ModelVersion
 from registry.services import flow_baseline_set
 
-from .allocation import (
-    BASELINE,
-    DEFAULT_STAGES,
-    AllocationError,
-    plan_segments,
-    validate_stages,
-)
+from .allocation import DEFAULT_STAGES, AllocationError, plan_segments, validate_stages
+from .arms import BASELINE, challenger_name, is_challenger_name
 from .exposures import ExposureBufferUnavailable, device_lock_order, exposure_buffer_flush
 from .guardrails import InvalidGuardrail, guardrails_parse
 from .hashing import new_salt
 from .models import ACTIVE_STATES, Exposure, Rollout, RolloutArm, RolloutEvent, RolloutState
+from .shares import percent_text
 from .signals import exposures_changed
 
-ARM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # How long lowering a share (a request) waits for a worker that is flushing the exposure buffer.
 SHARE_FLUSH_WAIT_SECONDS = 5.0
 
@@ -94,8 +88,8 @@ def rollout_create(
                 code="duplicate_model",
             )
         seen_models.add(version.pk)
-        name = challenger.get("name") or f"challenger-{position}"
-        if not ARM_NAME.match(name) or name == BASELINE:
+        name = challenger.get("name") or challenger_name(position)
+        if not is_challenger_name(name):
             raise InvalidInput(
                 f"Challenger {position}: '{name}' is not an arm name (lowercase letters, digits, "
                 f"'-' and '_', not '{BASELINE}').",
@@ -369,7 +363,7 @@ def rollout_set_share(
         if not 0 <= share <= length:
             raise InvalidInput(
                 f"Arm '{arm}' can take a share from 0 to {length} basis points "
-                f"({length / 100:g} %); got {share}.",
+                f"({percent_text(length)}); got {share}.",
                 code="invalid_share",
             )
         if share < target.share:

@@ -38,7 +38,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from rollout.allocation import BASELINE
+from rollout.arms import BASELINE
 from rollout.exposures import (
     FLUSH_LEASE_SECONDS,
     ExposureBufferUnavailable,

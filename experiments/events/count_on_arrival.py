@@ -27,7 +27,7 @@ from datetime import timedelta
 from django.db import connection
 
 from rollout.exposures import exposure_remember_recorded
-from rollout.guardrails import MODEL_ERROR
+from rollout.metrics import MODEL_ERROR
 from rollout.models import Exposure
 
 from ..models import DeviceOutcome, OutcomeEvent

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
-from rollout.allocation import BASELINE
+from rollout.arms import BASELINE
 from rollout.assignment import FlowDoc, SdkVersion
-from rollout.guardrails import MODEL_ERROR
+from rollout.metrics import MODEL_ERROR
 
 from ..counting import event_counts, rollout_covers
 

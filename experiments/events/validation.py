@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from rollout.assignment import FlowDoc
-from rollout.guardrails import MODEL_ERROR
+from rollout.metrics import MODEL_ERROR
 
 MAX_EVENTS = 1000
 MAX_BODY_BYTES = 1024 * 1024

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from experiments.models import Alert, AlertChannel, Analysis
 from rollout import services
-from rollout.allocation import BASELINE
+from rollout.arms import BASELINE
 from rollout.models import RolloutState
 
 from .processes import fast_schedule, wait_until

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from experiments.models import DeviceOutcome
 from rollout import services
-from rollout.allocation import BASELINE
+from rollout.arms import BASELINE
 from rollout.models import Exposure
 
 

@@ -7,7 +7,8 @@ from experiments.analysis import empty_sums
 from experiments.counting import device_counts, stratum_of
 from experiments.models import DeviceOutcome
 from experiments.selectors import VALUE_SUM_CLIP, VALUE_SUM_TINY
-from rollout.allocation import BASELINE, ArmAllocation, Segment, arm_for_bucket
+from rollout.allocation import ArmAllocation, Segment, arm_for_bucket
+from rollout.arms import BASELINE
 from rollout.models import Exposure
 from rollout.selectors import rollout_phase_starts
 

@@ -11,7 +11,7 @@ from experiments.counting import device_counts
 from experiments.events.attribution import events_attribute
 from experiments.selectors import arm_sufficient_statistics, exposure_counts
 from rollout import services
-from rollout.allocation import BASELINE
+from rollout.arms import BASELINE
 from rollout.models import Exposure
 from rollout.selectors import rollout_phase_starts
 

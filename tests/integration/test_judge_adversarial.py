@@ -16,7 +16,7 @@ from experiments.selectors import (
     exposure_counts,
 )
 from rollout import services
-from rollout.allocation import BASELINE
+from rollout.arms import BASELINE
 from rollout.models import RolloutState
 
 from .builders import populate

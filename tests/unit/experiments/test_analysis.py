@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from experiments import analysis, decisions, stats
 from experiments.analysis import AnalysisInput, ArmPlan, analyze, sequential_state_read
-from rollout.allocation import BASELINE
-from rollout.guardrails import MODEL_ERROR, PRIMARY, VALUE
+from rollout.arms import BASELINE
+from rollout.metrics import MODEL_ERROR, PRIMARY, VALUE
 
 CHALLENGER = "challenger-1"
 DISMISSED = "outcome:Dismissed"
