@@ -287,7 +287,7 @@ def server_start(env: dict, port: int, log_path: Path) -> subprocess.Popen:
     log = log_path.open("wb")
     # No --access-logfile: gunicorn writes no access log. Its own process group, to stop it all.
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "controlplane.wsgi",
+        [sys.executable, "-m", "gunicorn", "-c", "python:controlplane.gunicorn", "controlplane.wsgi",
          "--bind", f"127.0.0.1:{port}", "--workers", "2", "--worker-class", "sync",
          "--timeout", "60", "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

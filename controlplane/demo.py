@@ -70,9 +70,10 @@ def demo_seed(*, var_dir: Path) -> dict:
 def demo_rollout_summary(rollout_id: str) -> str:
     """One line on the demo's rollout as it is now: its state and each arm's share."""
     from rollout.models import Rollout
+    from rollout.shares import percent_text
 
     rollout = Rollout.objects.prefetch_related("arms").get(pk=rollout_id)
-    shares = ", ".join(f"{arm.name} at {arm.share / 100:g} %" for arm in rollout.arms.all())
+    shares = ", ".join(f"{arm.name} at {percent_text(arm.share)}" for arm in rollout.arms.all())
     return f"Rollout {rollout.pk}: {rollout.get_state_display().lower()}, {shares}"
 
 
@@ -91,9 +92,11 @@ def _users(password: str) -> None:
 
 def _models(flow: Flow, var_dir: Path) -> dict:
     """Train the baseline and a challenger on synthetic outcomes, as the ContextSDK notebook does."""
+    from rollout.arms import BASELINE
+
     admin = get_user_model().objects.get(username="admin")
     made = {}
-    for name, seed, bias in (("baseline", 0, 0.0), ("challenger", 1, 0.15)):
+    for name, seed, bias in ((BASELINE, 0, 0.0), ("challenger", 1, 0.15)):
         rows = training.demo_rows(600, seed=seed, purchase_bias=bias)
         csv_path = var_dir / "demo" / f"{name}-outcomes.csv"
         csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +114,7 @@ def _models(flow: Flow, var_dir: Path) -> dict:
             uploaded_by=admin,
         )
         made[name] = str(version.pk)
-        if name == "baseline" and flow.baseline_id is None:
+        if name == BASELINE and flow.baseline_id is None:
             registry_services.flow_baseline_set(
                 flow=flow, model_version=version, actor="system", reason="demo set-up"
             )
@@ -121,13 +124,14 @@ def _models(flow: Flow, var_dir: Path) -> dict:
 def _rollout(flow: Flow, challenger_id: str) -> str:
     """Run the challenger at 5 % next to the baseline, as a product manager would start it."""
     from rollout import services as rollout_services
+    from rollout.arms import challenger_name
     from rollout.models import Rollout
 
     if Rollout.objects.filter(flow=flow).exists():
         return str(Rollout.objects.filter(flow=flow).order_by("-created_at").first().pk)
     rollout = rollout_services.rollout_create(
         flow=flow,
-        challengers=[{"model_id": challenger_id, "name": "challenger-1"}],
+        challengers=[{"model_id": challenger_id, "name": challenger_name(1)}],
         actor="system",
     )
     rollout = rollout_services.rollout_start(rollout=rollout, actor="system", reason="demo set-up")

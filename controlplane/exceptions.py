@@ -2,9 +2,16 @@
 
 import logging
 
+from django.core.exceptions import (
+    BadRequest,
+    DisallowedHost,
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, JsonResponse
+from django.http import Http404, JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -25,6 +32,18 @@ _CODES = {
     exceptions.Throttled: "rate_limited",
     exceptions.ValidationError: "invalid",
 }
+
+
+_TOO_LARGE_DETAIL = "The request body is larger than this endpoint accepts."
+_UNREADABLE_DETAIL = "The request body could not be read to its end."
+
+
+class MalformedRequest(BadRequest):
+    """A request Django cannot read as it was sent; `handler400` answers it."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
 
 
 def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
@@ -70,9 +89,12 @@ def api_exception_handler(exc, context):
         return Response(error_body(exc.code, exc.detail, exc.fields), status=exc.status)
     if isinstance(exc, RequestDataTooBig):
         return Response(
-            error_body("too_large", "The request body is larger than this endpoint accepts."),
+            error_body("too_large", _TOO_LARGE_DETAIL),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
+    if isinstance(exc, UnreadablePostError):
+        # The connection broke mid-body: the client's fault, and it rarely sees the answer.
+        return Response(error_body("unreadable_body", _UNREADABLE_DETAIL), status=400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound("Not found.")
     elif isinstance(exc, DjangoPermissionDenied):
@@ -100,4 +122,32 @@ def json_server_error(request):
     return JsonResponse(
         error_body("server_error", "Something went wrong on the server; it has been logged."),
         status=500,
+    )
+
+
+def _bad_request_answer(exception) -> tuple[int, str, str]:
+    """Status, code and sentence for a request Django refused before or outside an API view."""
+    if isinstance(exception, MalformedRequest):
+        return exception.status, exception.code, exception.detail
+    if isinstance(exception, RequestDataTooBig):
+        return 413, "too_large", _TOO_LARGE_DETAIL
+    if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
+        return 400, "too_many_fields", "The request has more fields or files than Cohort reads."
+    if isinstance(exception, DisallowedHost):
+        # Not Django's message: it would tell anyone which hosts to add to ALLOWED_HOSTS.
+        return 400, "invalid_host", "The Host header does not name this server."
+    if isinstance(exception, MultiPartParserError):
+        return 400, "parse_error", "The multipart body could not be parsed."
+    return 400, "bad_request", "The request is malformed."
+
+
+def json_bad_request(request, exception=None):
+    status_code, code, detail = _bad_request_answer(exception)
+    return JsonResponse(error_body(code, detail), status=status_code)
+
+
+def json_forbidden(request, exception=None):
+    return JsonResponse(
+        error_body("permission_denied", "You do not have permission to perform this action."),
+        status=403,
     )

@@ -6,6 +6,7 @@ a SQLite file, an in-memory cache, a filesystem Celery broker and model files in
 `DATABASE_URL`, `REDIS_URL` and `S3_BUCKET` move it to PostgreSQL, Redis and object storage.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "axes",
     "controlplane",
     "registry",
     "rollout",
@@ -46,6 +48,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "controlplane.middleware.RequestFramingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -54,6 +57,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+# django-axes' backend first: it refuses a locked-out login before the password is checked.
+# Only the admin's login form authenticates; API tokens do not go through these backends.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -98,7 +109,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # The API's rate limits count here on every request: an unreachable Redis must fail
+            # fast (they then let requests through) rather than hang a request for minutes.
+            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+        }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -120,12 +137,18 @@ STATIC_ROOT = VAR_DIR / "static"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
-S3_BUCKET = env.str("S3_BUCKET", default="")
-if S3_BUCKET:
-    MODEL_STORAGE = {
+
+def s3_model_storage(env: environ.Env) -> dict:
+    """The storage of model files in an S3-compatible bucket, from the `S3_*` variables.
+
+    A function so that tests/integration/test_s3_storage.py builds exactly this configuration.
+    """
+    from botocore.config import Config as botocore_config
+
+    return {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
-            "bucket_name": S3_BUCKET,
+            "bucket_name": env.str("S3_BUCKET"),
             "endpoint_url": env.str("S3_ENDPOINT_URL", default="") or None,
             "region_name": env.str("S3_REGION", default="") or None,
             "access_key": env.str("S3_ACCESS_KEY_ID", default="") or None,
@@ -134,8 +157,20 @@ if S3_BUCKET:
             "querystring_auth": False,
             "file_overwrite": False,
             "object_parameters": {"CacheControl": "public, max-age=31536000, immutable"},
+            # botocore waits 60 s to connect by default: a bucket that drops packets would hold
+            # an upload (and a web worker) for minutes before the 503 storage_unavailable.
+            "client_config": botocore_config(
+                connect_timeout=env.int("S3_CONNECT_TIMEOUT_SECONDS", default=5),
+                read_timeout=env.int("S3_READ_TIMEOUT_SECONDS", default=60),
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
         },
     }
+
+
+S3_BUCKET = env.str("S3_BUCKET", default="")
+if S3_BUCKET:
+    MODEL_STORAGE = s3_model_storage(env)
 else:
     MODEL_STORAGE = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -167,7 +202,20 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # JSON only: a form-encoded body would silently lose nested fields such as a revision.
     # The model upload declares multipart itself.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["controlplane.parsers.JsonParser"],
+    # Rate limits (controlplane/throttling.py), counted in the cache: per API token or signed-in
+    # user, and per client address for what anyone may request. 0 turns one off.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "controlplane.throttling.ApiRateThrottle",
+        "controlplane.throttling.AnonymousApiRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        scope: f"{per_minute}/min" if per_minute > 0 else None
+        for scope, per_minute in (
+            ("api", env.int("API_RATE_LIMIT_PER_MINUTE", default=600)),
+            ("anon", env.int("API_ANON_RATE_LIMIT_PER_MINUTE", default=60)),
+        )
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cohort API",
@@ -178,6 +226,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The SDK endpoints are plain Django views: controlplane.schema writes them in.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "controlplane.schema.sdk_endpoints",
+    ],
 }
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
@@ -212,6 +265,11 @@ SDK_POLL_AFTER_SECONDS_AFTER_ROLLBACK = env.int("SDK_POLL_AFTER_SECONDS_AFTER_RO
 SDK_FAST_POLL_AFTER_ROLLBACK_WINDOW_SECONDS = env.int(
     "SDK_FAST_POLL_AFTER_ROLLBACK_WINDOW_SECONDS", default=6 * 3600
 )
+# Signed assignments (docs/sdk.md, "Signed assignments"): the Ed25519 key's 32-byte seed,
+# base64 (`manage.py signing_key new` makes one); empty: entries carry `signature: null`.
+ASSIGNMENT_SIGNING_KEY = env.str("ASSIGNMENT_SIGNING_KEY", default="")
+# How long a signature stays valid. Snapshots are signed anew at half of it.
+ASSIGNMENT_SIGNATURE_TTL_SECONDS = env.int("ASSIGNMENT_SIGNATURE_TTL_SECONDS", default=48 * 3600)
 # How long after a rollback polls still record which devices confirmed the baseline.
 ROLLBACK_CONFIRMATION_WINDOW_SECONDS = env.int(
     "ROLLBACK_CONFIRMATION_WINDOW_SECONDS", default=14 * 24 * 3600
@@ -236,6 +294,9 @@ EMAIL_SUBJECT_PREFIX = "[Cohort] "
 ADMINS = [(address, address) for address in env.list("ADMINS", default=[])]
 # A channel created or enabled again receives the app's alerts of this many past hours.
 ALERT_BACKFILL_HOURS = env.int("ALERT_BACKFILL_HOURS", default=24)
+# Webhooks go to public addresses only: the worker posts from inside the network, so a
+# loopback, private or metadata address would be a way in (experiments/webhook_targets.py).
+ALERT_WEBHOOK_ALLOW_PRIVATE = env.bool("ALERT_WEBHOOK_ALLOW_PRIVATE", default=False)
 # Device clocks drift: an outcome stamped this much before its exposure still counts.
 EVENT_CLOCK_SKEW_SECONDS = env.int("EVENT_CLOCK_SKEW_SECONDS", default=300)
 # Events waiting for their device's exposure are given up (left unattributed) after this.
@@ -248,6 +309,31 @@ ROLLOUT_CONFIG_CHECK_SECONDS = env.float("ROLLOUT_CONFIG_CHECK_SECONDS", default
 ROLLOUT_CONFIG_DB_CHECK_SECONDS = env.float("ROLLOUT_CONFIG_DB_CHECK_SECONDS", default=10.0)
 # Exposures each web process remembers, so a device's repeated polls write nothing.
 ROLLOUT_EXPOSURE_MEMORY = env.int("ROLLOUT_EXPOSURE_MEMORY", default=200_000)
+# SDK rate limits (rollout/rate_limit.py), kept in each web process's memory so the poll stays
+# free of database and Redis round trips. Per SDK key, across all web processes: each process
+# admits 1/WEB_PROCESSES of it. Per device (its id within the app), in each process. 0: off.
+SDK_RATE_LIMIT_PER_MINUTE = env.int("SDK_RATE_LIMIT_PER_MINUTE", default=600_000)
+SDK_RATE_LIMIT_PER_DEVICE_PER_MINUTE = env.int("SDK_RATE_LIMIT_PER_DEVICE_PER_MINUTE", default=60)
+# Devices each web process keeps a bucket for (least recently seen forgotten first).
+SDK_RATE_LIMIT_TRACKED_DEVICES = env.int("SDK_RATE_LIMIT_TRACKED_DEVICES", default=100_000)
+# Web processes serving the SDK, all replicas together (replicas x gunicorn workers).
+WEB_PROCESSES = env.int("WEB_PROCESSES", default=2)
+
+# Admin login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords, a username is
+# locked out from that client address for the cool-off. Locking the pair, not the username,
+# keeps an attacker from locking its owner out; each attempt while locked restarts the wait.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "controlplane.views.login_locked_out"
+AXES_CLIENT_IP_CALLABLE = "controlplane.client_address.request_client_address"
+# Proxies in front that append to X-Forwarded-For: the client's address is that many entries
+# from its end. 0 uses the connection's address. Behind the TLS load balancer: 1.
+TRUSTED_PROXY_COUNT = env.int(
+    "TRUSTED_PROXY_COUNT",
+    default=1 if not DEBUG and env.bool("BEHIND_TLS_PROXY", default=False) else 0,
+)
 
 if not DEBUG:
     # Load balancers probe over plain HTTP.

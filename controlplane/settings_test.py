@@ -9,6 +9,15 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
+# Alert tests deliver to a receiver on 127.0.0.1 (and e2e processes inherit this); the tests of
+# the webhook address rule turn it off.
+os.environ.setdefault("ALERT_WEBHOOK_ALLOW_PRIVATE", "true")
+# Rate limits far above what any test sends: the SDK's buckets live in the process, beyond one
+# test, and tests reuse device ids. tests/integration/test_rate_limits.py lowers them.
+os.environ.setdefault("SDK_RATE_LIMIT_PER_MINUTE", "100000000")
+os.environ.setdefault("SDK_RATE_LIMIT_PER_DEVICE_PER_MINUTE", "1000000")
+os.environ.setdefault("API_RATE_LIMIT_PER_MINUTE", "1000000")
+os.environ.setdefault("API_ANON_RATE_LIMIT_PER_MINUTE", "1000000")
 
 from .settings import *  # noqa: F403
 from .settings import MIDDLEWARE, STORAGES

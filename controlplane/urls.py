@@ -8,6 +8,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from .health import healthz
 from .views import api_not_found
 
+handler400 = "controlplane.views.bad_request"
+handler403 = "controlplane.views.permission_denied"
 handler404 = "controlplane.views.not_found"
 handler500 = "controlplane.views.server_error"
 

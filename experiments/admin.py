@@ -2,32 +2,46 @@
 
 import json
 
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
 
-from controlplane.admin_mixins import ReadOnlyAdmin
-from rollout.guardrails import PRIMARY
+from controlplane.admin_mixins import ReadOnlyAdmin, ServiceAdminMixin, ServiceFormMixin
+from rollout.arms import BASELINE
+from rollout.metrics import PRIMARY
+from rollout.models import Rollout
 
+from .console.rollout_admin import ConsoleRolloutAdmin
 from .models import Alert, AlertChannel, AlertDelivery, Analysis
-from .services import channel_backfill, channel_disable_pending
+from .services import channel_create, channel_delete, channel_update
+
+
+class AlertChannelForm(ServiceFormMixin, forms.ModelForm):
+    class Meta:
+        model = AlertChannel
+        fields = ("app", "name", "kind", "target", "enabled")
+
+    def service_call(self, cleaned_data):
+        given = {name: cleaned_data[name] for name in self.Meta.fields}
+        if self.instance._state.adding:
+            self.saved = channel_create(**given)
+        else:
+            self.saved = channel_update(channel=self.instance, **given)
+        return self.saved.channel
 
 
 @admin.register(AlertChannel)
-class AlertChannelAdmin(admin.ModelAdmin):
+class AlertChannelAdmin(ServiceAdminMixin, admin.ModelAdmin):
+    form = AlertChannelForm
     list_display = ("name", "app", "kind", "target", "enabled")
     list_filter = ("app", "kind", "enabled")
     search_fields = ("name", "target", "app__name")
 
     def save_model(self, request, obj, form, change):
-        # A channel that starts receiving the app's alerts (new, enabled again, or moved to
-        # another app) also gets the recent ones it missed.
-        starts = obj.enabled and (not change or {"enabled", "app"} & set(form.changed_data))
-        # A channel disabled stops receiving at once: its pending deliveries are cancelled.
-        stops = change and not obj.enabled and "enabled" in form.changed_data
-        super().save_model(request, obj, form, change)
-        if stops and (count := channel_disable_pending(channel=obj)):
+        super().save_model(request, obj, form, change)  # the form's service saved it
+        if count := form.saved.cancelled:
             self.message_user(
                 request,
                 ngettext(
@@ -38,7 +52,7 @@ class AlertChannelAdmin(admin.ModelAdmin):
                 % {"count": count},
                 messages.SUCCESS,
             )
-        if starts and (count := channel_backfill(channel=obj)):
+        if count := form.saved.backfilled:
             self.message_user(
                 request,
                 ngettext(
@@ -49,6 +63,9 @@ class AlertChannelAdmin(admin.ModelAdmin):
                 % {"count": count, "hours": settings.ALERT_BACKFILL_HOURS},
                 messages.SUCCESS,
             )
+
+    def service_delete(self, obj):
+        channel_delete(channel=obj)
 
 
 class AlertDeliveryInline(admin.TabularInline):
@@ -94,7 +111,7 @@ class AnalysisAdmin(ReadOnlyAdmin):
     fields = ("computed_at", "watermark", "rollout", "decision", "action", "result", "inputs_block")
     readonly_fields = fields
 
-    @admin.display(description="conversion (challenger vs baseline)")
+    @admin.display(description=f"{PRIMARY} (challenger vs {BASELINE})")
     def primary_summary(self, analysis):
         parts = []
         for arm in analysis.body.get("arms", []):
@@ -148,3 +165,9 @@ def _fmt(value):
 
 def _interval(value):
     return "—" if not value else f"[{value[0]:+.4g}, {value[1]:+.4g}]"
+
+
+# The rollout page shows the rollout with its analyses: registered from here, the layer that
+# reads both (rollout's own admin cannot import experiments).
+admin.site.unregister(Rollout)
+admin.site.register(Rollout, ConsoleRolloutAdmin)

@@ -6,8 +6,8 @@ result and acts on its decision; the decision simulator (`benchmarks/decisions.p
 same `analyze` on simulated fleets. The API, the admin and the alerts render the result's body
 (`AnalysisResult.body`), which is what `Analysis.body` stores.
 
-It imports only the pure modules: `stats` and `decisions` here, and the metric and arm names
-of `rollout.guardrails` and `rollout.allocation`.
+It imports only the pure modules: `stats` and `decisions` here, and the vocabulary of
+`rollout.metrics`, `rollout.arms` and `rollout.shares`.
 
 Robust by construction: one metric that cannot be computed (a stored value beyond floating-point
 range, say) is reported in `failures` and left out of the decision; the others are still
@@ -21,25 +21,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollout.allocation import BASELINE, BUCKETS
-from rollout.guardrails import MODEL_ERROR, OUTCOME_PREFIX, PRIMARY, VALUE
+from rollout.arms import BASELINE
+from rollout.metrics import MEAN, MODEL_ERROR, PRIMARY, PROPORTION, outcome_label
+from rollout.shares import ALL_DEVICES
 
 from . import decisions, srm, stats
 
 TESTS = {
-    "proportion": "pooled two-proportion z-test (Cochran-Mantel-Haenszel across strata)",
-    "mean": "Welch's t-test",
+    PROPORTION: "pooled two-proportion z-test (Cochran-Mantel-Haenszel across strata)",
+    MEAN: "Welch's t-test",
     "sequential": "normal-mixture mSPRT (always valid), Bonferroni across challengers",
     "strata": "devices compared within the phase in which they entered their arm, "
     "Mantel-Haenszel weights",
     "srm": "Dirichlet-multinomial sequential test (always valid), per SDK version slice",
 }
 
-PRIMARY_SPEC = stats.MetricSpec(PRIMARY, "proportion", higher_is_better=True)
-
-
-def metric_kind(metric: str) -> str:
-    return "mean" if metric == VALUE else "proportion"
+PRIMARY_SPEC = stats.MetricSpec(PRIMARY, PROPORTION, higher_is_better=True)
 
 
 @dataclass(frozen=True)
@@ -155,7 +152,7 @@ def at_last_comparable_stage(plans: Mapping[str, tuple[int, Sequence[int]]]) -> 
         name: stages[index + 1] if index + 1 < len(stages) else stages[index]
         for name, (index, stages) in plans.items()
     }
-    baseline_left = BUCKETS - sum(following.values())
+    baseline_left = ALL_DEVICES - sum(following.values())
     return {
         name: index >= len(stages) - 1 or baseline_left <= 0
         for name, (index, stages) in plans.items()
@@ -172,8 +169,7 @@ def arm_stats(metric: str, sums: Mapping[str, Any]) -> stats.ArmStats:
         return stats.ArmStats.proportion(n, min(sums["converted"], n))
     if metric == MODEL_ERROR:
         return stats.ArmStats.proportion(n, min(sums["errored"], n))
-    if metric.startswith(OUTCOME_PREFIX):
-        label = metric.removeprefix(OUTCOME_PREFIX)
+    if label := outcome_label(metric):
         return stats.ArmStats.proportion(n, min(sums["labels"].get(label, 0), n))
     if n == 0:
         return stats.ArmStats(0, 0.0, 0.0)
@@ -215,9 +211,7 @@ def empty_sums(labels: Sequence[str]) -> dict:
 
 
 def _labels(specs: Sequence[stats.MetricSpec]) -> tuple[str, ...]:
-    return tuple(
-        s.name.removeprefix(OUTCOME_PREFIX) for s in specs if s.name.startswith(OUTCOME_PREFIX)
-    )
+    return tuple(label for s in specs if (label := outcome_label(s.name)))
 
 
 # --------------------------------------------------------------------------- the look
@@ -344,7 +338,7 @@ def _rate(sums: Mapping[str, Any]) -> float | None:
 
 def _extreme_harm(spec, baseline, challengers, pooled, data) -> list[tuple[str, str, str]]:
     """Rates worse beyond doubt where the comparison lacks successes or failures to test."""
-    if spec.kind != "proportion":
+    if spec.kind != PROPORTION:
         return []
     found = []
     for name, challenger in challengers.items():
@@ -462,6 +456,8 @@ def _body(
         },
         "thresholds": {
             "alpha": data.alpha,
+            # Each always-valid interval's coverage: alpha shared by challengers and metrics.
+            "interval_level": 1 - data.alpha / (max(1, len(data.arms)) * max(1, len(data.specs))),
             "planned_sample": data.planned_sample,
             "min_devices_per_arm": data.min_devices_per_arm,
             "srm_p_value": stats.SRM_P_VALUE_THRESHOLD,

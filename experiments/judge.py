@@ -16,11 +16,13 @@ from controlplane.db import statement_deadline
 from controlplane.errors import Conflict
 from rollout import services as rollout_services
 from rollout.allocation import ArmAllocation, Segment, expected_shares
-from rollout.guardrails import VALUE, InvalidGuardrail, guardrails_parse
+from rollout.guardrails import InvalidGuardrail, guardrails_parse
+from rollout.metrics import VALUE
 from rollout.models import ACTIVE_STATES, Rollout, RolloutState
 from rollout.selectors import rollout_phase_starts
+from rollout.shares import percent_text
 
-from . import decisions, stats
+from . import decisions, readout, stats
 from .alerts import alert_raise
 from .analysis import (
     PRIMARY_SPEC,
@@ -143,7 +145,7 @@ def rollout_analyze(
     are taken in first. Without it (a web request), the analysis reads the ledger as it is. The
     watermark is always what the data is known complete up to (`ledger_complete_through`).
     When it is more than `JUDGE_MAX_DATA_AGE_SECONDS` old, the look still rolls back on harm,
-    but holds advancing and alerts (action "held") for a look on fresh data.
+    but holds advancing and alerts (action `decisions.HELD`) for a look on fresh data.
 
     `within` bounds the database time of the whole look (a request): past it, `Unavailable`.
     """
@@ -184,7 +186,7 @@ def rollout_analyze(
             )
             if act:
                 if not fresh and result.verdict.decision in _NEED_FRESH_DATA:
-                    analysis.action = "held"
+                    analysis.action = decisions.HELD
                     analysis.body["notes"] = [
                         *analysis.body.get("notes", []),
                         f"{result.verdict.decision} held: the data is older than "
@@ -205,6 +207,8 @@ def _alert_payload(rollout: Rollout, verdict, analysis: Analysis) -> dict:
         "decision": verdict.decision,
         "arms": list(verdict.harmful_arms or verdict.winning_arms),
         "reasons": list(verdict.reasons),
+        # The console's own sentence for this analysis (experiments.readout), word for word.
+        "summary": readout.recommendation(analysis.body).sentence,
         "analysis_id": analysis.pk,
     }
 
@@ -218,6 +222,7 @@ def _act(rollout: Rollout, verdict: decisions.Verdict, analysis: Analysis) -> st
     }
     where = f"{rollout.flow.app.name} / {rollout.flow.name}"
     reason = "; ".join(verdict.reasons)
+    summary = readout.recommendation(analysis.body).sentence
     try:
         if verdict.decision == decisions.ROLLBACK and rollout.state in ACTIVE_STATES:
             rollout_services.rollout_rollback(
@@ -229,15 +234,15 @@ def _act(rollout: Rollout, verdict: decisions.Verdict, analysis: Analysis) -> st
             )
             alert_raise(
                 rollout=rollout,
-                key=f"{rollout.pk}:rollback",
+                key=f"{rollout.pk}:{decisions.ROLLBACK}",
                 kind=verdict.decision,
                 title=f"Rolled back {', '.join(verdict.harmful_arms)} on {where}",
-                text=f"Cohort rolled the rollout back automatically: {reason}. Every device "
-                "gets the baseline on its next poll.",
+                text=f"{summary} Cohort rolled the rollout back automatically: {reason}. Every "
+                "device gets the baseline on its next poll.",
                 payload=_alert_payload(rollout, verdict, analysis),
                 analysis=analysis,
             )
-            return "rolled_back"
+            return decisions.ROLLED_BACK
         if verdict.decision == decisions.ADVANCE and rollout.state == RolloutState.RUNNING:
             advanced = rollout_services.rollout_advance(
                 rollout=rollout,
@@ -246,17 +251,17 @@ def _act(rollout: Rollout, verdict: decisions.Verdict, analysis: Analysis) -> st
                 expected_revision=rollout.revision,
                 evidence=evidence,
             )
-            shares = ", ".join(f"{a.name} {a.share / 100:g} %" for a in advanced.arms.all())
+            shares = ", ".join(f"{a.name} {percent_text(a.share)}" for a in advanced.arms.all())
             alert_raise(
                 rollout=rollout,
-                key=f"{rollout.pk}:advance:{advanced.revision}",
+                key=f"{rollout.pk}:{decisions.ADVANCE}:{advanced.revision}",
                 kind=verdict.decision,
                 title=f"Advanced the rollout on {where} to {shares}",
                 text=f"Cohort advanced the rollout automatically: {reason}.",
                 payload=_alert_payload(rollout, verdict, analysis),
                 analysis=analysis,
             )
-            return "advanced"
+            return decisions.ADVANCED
     except Conflict as error:
         # Someone (a person, or a concurrent run of the judge) changed the rollout first.
         logger.info("judge.action_skipped rollout=%s reason=%s", rollout.pk, error.detail)
@@ -264,29 +269,30 @@ def _act(rollout: Rollout, verdict: decisions.Verdict, analysis: Analysis) -> st
             *analysis.body.get("notes", []),
             f"action skipped: {error.detail}",
         ]
-        return "skipped"
+        return decisions.SKIPPED
     if verdict.decision == decisions.SRM_ALERT:
         alert_raise(
             rollout=rollout,
             key=f"{rollout.pk}:srm:{rollout.stage_started_at:%Y%m%dT%H%M%S}",
             kind=verdict.decision,
             title=f"Sample-ratio mismatch on {where}",
-            text=f"The devices exposed do not match the configured shares: {reason}. "
+            text=f"{summary} The devices exposed do not match the configured shares: {reason}. "
             "Automatic advancing and promotion are held until a person looks.",
             payload=_alert_payload(rollout, verdict, analysis),
             analysis=analysis,
         )
-        return "alerted"
+        return decisions.ALERTED
     if verdict.decision == decisions.PROMOTE_RECOMMENDED:
         arms = ",".join(verdict.winning_arms)
         alert_raise(
             rollout=rollout,
-            key=f"{rollout.pk}:promote_recommended:{arms}",
+            key=f"{rollout.pk}:{decisions.PROMOTE_RECOMMENDED}:{arms}",
             kind=verdict.decision,
             title=f"Promotion recommended on {where}: {arms}",
-            text=f"{reason}. Promote it in the admin or with POST /api/v1/rollouts/{rollout.pk}/promote.",
+            text=f"{summary} Promote it in the admin or with "
+            f"POST /api/v1/rollouts/{rollout.pk}/promote.",
             payload=_alert_payload(rollout, verdict, analysis),
             analysis=analysis,
         )
-        return "alerted"
+        return decisions.ALERTED
     return ""

@@ -1,15 +1,13 @@
 """Tables of experiments: outcome events, per-device outcomes, analyses, alerts."""
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from registry.models import App, Flow
-
-# The reserved outcome, "the assigned model failed on the device": re-exported for ingestion,
-# attribution and exports.
-from rollout.guardrails import MODEL_ERROR as MODEL_ERROR
 from rollout.models import Rollout
 
-from . import decisions
+from . import decisions, webhook_targets
 
 
 class OutcomeEvent(models.Model):
@@ -155,6 +153,22 @@ class AlertChannel(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.get_kind_display()})"
+
+    def clean(self):
+        # A webhook is posted to from inside the network: only public addresses, unless the
+        # setting allows others. The send checks again, as a name may resolve elsewhere later.
+        if self.kind != ChannelKind.WEBHOOK:
+            return
+        try:
+            webhook_targets.target_check(
+                self.target, allow_private=settings.ALERT_WEBHOOK_ALLOW_PRIVATE
+            )
+        except webhook_targets.TargetRefused as error:
+            raise ValidationError({"target": str(error)}) from None
+        except OSError as error:
+            raise ValidationError(
+                {"target": f"The webhook URL's host could not be resolved ({error})."}
+            ) from None
 
 
 class Alert(models.Model):

@@ -19,6 +19,7 @@ from rollout.sdk_requests import (
     device_from,
     json_object_body,
     sdk_method,
+    sdk_rate_limit_check,
 )
 
 from .events.validation import MAX_BODY_BYTES, MAX_EVENTS
@@ -56,6 +57,7 @@ def sdk_events(request):
                 if isinstance(payload.get(name), str)
             }
         )
+        sdk_rate_limit_check(request, doc, device_id)
         result = events_ingest(
             doc, device_id=device_id, sdk=sdk, sdk_text=sdk_text, raw_events=_events(payload)
         )

@@ -9,19 +9,26 @@ to it. Each name is defined in the module that owns the behaviour:
   (`events.ingest`).
 - `ledger_catch_up`, `events_attribute`: the attribution job (`events.attribution`).
 - `rollout_analyze`: one look of the judge at a rollout, and its actions (`judge`).
-- `alert_delivery_attempt`, `channel_backfill`, `channel_disable_pending`: alert deliveries
-  (`alerts`).
+- `alert_delivery_attempt`: alert deliveries (`alerts`).
+- `channel_create`, `channel_update`, `channel_delete`: an app's alert channels, which start
+  and stop receiving alerts as they are saved (`alerts`).
 """
 
-from .alerts import alert_delivery_attempt, channel_backfill, channel_disable_pending
+from .alerts import (
+    alert_delivery_attempt,
+    channel_create,
+    channel_delete,
+    channel_update,
+)
 from .events.attribution import events_attribute, ledger_catch_up
 from .events.ingest import events_ingest
 from .judge import rollout_analyze
 
 __all__ = [
     "alert_delivery_attempt",
-    "channel_backfill",
-    "channel_disable_pending",
+    "channel_create",
+    "channel_delete",
+    "channel_update",
     "events_attribute",
     "events_ingest",
     "ledger_catch_up",

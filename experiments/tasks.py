@@ -55,6 +55,12 @@ def alert_deliver(self, delivery_id: int):
     return status
 
 
+def on_alert_deliveries_pending(sender, *, delivery_ids, **kwargs) -> None:
+    """Queue one delivery task per delivery the alerts module recorded (signals.py says why)."""
+    for delivery_id in delivery_ids:
+        alert_deliver.delay(delivery_id)
+
+
 @shared_task(acks_late=True, ignore_result=True, time_limit=120)
 def alerts_redeliver():
     """Queue again every delivery still pending, in case its task was lost with a broker.

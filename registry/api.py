@@ -2,7 +2,7 @@
 
 import json
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from controlplane.actors import actor_for_request
 from controlplane.api import validated
 from controlplane.roles import ADMINS, BASELINE_SETTERS, MODEL_AUTHORS
+from controlplane.schema import error_response
 
 from . import selectors, services
 from .storage import model_file_url
@@ -40,7 +41,13 @@ class AppListCreateApi(APIView):
     def get(self, request):
         return Response(AppOutputSerializer(selectors.app_list(), many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: AppOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: AppOutputSerializer,
+            409: error_response(409, "already_exists: an app of this name exists already."),
+        },
+    )
     def post(self, request):
         data = validated(self.InputSerializer, request.data)
         app = services.app_create(**data)
@@ -75,8 +82,27 @@ class AppSdkKeyCreateApi(APIView):
         return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
+class BundledModelOutputSerializer(serializers.Serializer):
+    """One baseline of the manifest, named as the per-customer SDK build reads them."""
+
+    flowId = serializers.IntegerField()
+    flowName = serializers.CharField()
+    modelVersion = serializers.UUIDField()
+    sha256 = serializers.CharField()
+    size = serializers.IntegerField()
+    format = serializers.CharField()
+    fileName = serializers.CharField()
+    url = serializers.CharField()
+
+
+class BundleManifestOutputSerializer(serializers.Serializer):
+    app_id = serializers.UUIDField()
+    bundle_identifiers = serializers.ListField(child=serializers.CharField())
+    customModels = BundledModelOutputSerializer(many=True)
+
+
 class AppBundleManifestApi(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses=BundleManifestOutputSerializer)
     def get(self, request, app_id):
         app = selectors.app_get(app_id=app_id)
         return Response(selectors.bundle_manifest(app=app, base_url=_base_url(request)))
@@ -115,7 +141,13 @@ class AppFlowListCreateApi(APIView):
         app = selectors.app_get(app_id=app_id)
         return Response(FlowOutputSerializer(selectors.flow_list(app=app), many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: FlowOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: FlowOutputSerializer,
+            409: error_response(409, "already_exists: the app has a flow of this name or id."),
+        },
+    )
     def post(self, request, app_id):
         app = selectors.app_get(app_id=app_id)
         data = validated(self.InputSerializer, request.data)
@@ -182,7 +214,7 @@ class JsonObjectField(serializers.JSONField):
         if isinstance(data, str):
             try:
                 data = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise serializers.ValidationError("Not valid JSON.") from None
         if not isinstance(data, dict):
             raise serializers.ValidationError("Expected a JSON object.")
@@ -207,7 +239,17 @@ class FlowModelListUploadApi(APIView):
         context = {"base_url": _base_url(request)}
         return Response(ModelVersionOutputSerializer(versions, many=True, context=context).data)
 
-    @extend_schema(request=InputSerializer, responses={201: ModelVersionOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: ModelVersionOutputSerializer,
+            200: OpenApiResponse(
+                ModelVersionOutputSerializer, description="The flow has these bytes already."
+            ),
+            409: error_response(409, "The storage holds other bytes under this file's key."),
+            503: error_response(503, "storage_unavailable: nothing was stored; try again."),
+        },
+    )
     def post(self, request, flow_id):
         flow = selectors.flow_get(flow_id=flow_id)
         data = validated(self.InputSerializer, request.data)

@@ -8,9 +8,10 @@ from rest_framework.views import APIView
 from controlplane.actors import actor_for_request
 from controlplane.api import validated
 from controlplane.roles import ROLLOUT_ACTION_ROLES
+from controlplane.schema import error_response
 from registry import selectors as registry_selectors
 
-from . import selectors, services
+from . import selectors, services, shares
 from .allocation import DEFAULT_STAGES
 from .models import RolloutState
 
@@ -25,11 +26,11 @@ class ArmOutputSerializer(serializers.Serializer):
     segment = serializers.SerializerMethodField()
 
     def get_stages(self, arm) -> list[float]:
-        return [stage / 100 for stage in arm.stages]
+        return [shares.percent(stage) for stage in arm.stages]
 
     def get_share(self, arm) -> float:
         """Share of devices as a fraction (0.05 = 5 %)."""
-        return arm.share / 10_000
+        return shares.fraction(arm.share)
 
     def get_segment(self, arm) -> list[int]:
         return [arm.segment_start, arm.segment_end]
@@ -64,6 +65,19 @@ class RolloutOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     stage_started_at = serializers.DateTimeField(allow_null=True)
     ended_at = serializers.DateTimeField(allow_null=True)
+
+
+class RolloutDetailOutputSerializer(RolloutOutputSerializer):
+    """What `rollout_body` adds for one rollout (documentation: the body is built there)."""
+
+    exposures = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()),
+        help_text="Per arm: devices `exposed`, and how many are still `comparable`.",
+    )
+    rollback_progress = serializers.DictField(
+        allow_null=True, help_text="After a rollback: challenger devices back on the baseline."
+    )
+    audit_log = EventOutputSerializer(many=True)
 
 
 def rollout_body(rollout, *, detail: bool = True) -> dict:
@@ -112,7 +126,13 @@ class RolloutListCreateApi(APIView):
         rollouts = selectors.rollout_list(flow_id=filters.get("flow"), state=filters.get("state"))
         return Response([rollout_body(r, detail=False) for r in rollouts])
 
-    @extend_schema(request=InputSerializer, responses={201: RolloutOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: RolloutDetailOutputSerializer,
+            409: error_response(409, "rollout_active: the flow has an active rollout already."),
+        },
+    )
     def post(self, request):
         data = validated(self.InputSerializer, request.data)
         flow = registry_selectors.flow_get(flow_id=data.pop("flow"))
@@ -127,7 +147,7 @@ class RolloutListCreateApi(APIView):
 
 
 class RolloutDetailApi(APIView):
-    @extend_schema(responses=RolloutOutputSerializer)
+    @extend_schema(responses=RolloutDetailOutputSerializer)
     def get(self, request, rollout_id):
         return Response(rollout_body(selectors.rollout_get(rollout_id=rollout_id)))
 
@@ -142,7 +162,15 @@ class TransitionInputSerializer(serializers.Serializer):
 class _RolloutTransitionApi(APIView):
     service = None
 
-    @extend_schema(request=TransitionInputSerializer, responses=RolloutOutputSerializer)
+    # The request is each subclass' own InputSerializer (controlplane.schema.AutoSchema).
+    @extend_schema(
+        responses={
+            200: RolloutDetailOutputSerializer,
+            409: error_response(
+                409, "The rollout's state does not allow this, or it changed (`revision`)."
+            ),
+        }
+    )
     def post(self, request, rollout_id):
         rollout = selectors.rollout_get(rollout_id=rollout_id)
         data = validated(self.InputSerializer, request.data)
@@ -202,4 +230,4 @@ class RolloutShareApi(_RolloutTransitionApi):
         )
 
         def validate_share(self, value):
-            return int(value * 100)
+            return int(shares.basis_points_from_percent(value))

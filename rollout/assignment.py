@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import hashing
-from .allocation import BASELINE, ArmAllocation, arm_for_bucket
+from .allocation import ArmAllocation, arm_for_bucket
+from .arms import BASELINE
 
 SdkVersion = tuple[int, int, int]
 

@@ -10,8 +10,10 @@ committed during a rebuild bumps the version again and is picked up on the next 
 
 import threading
 import time
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 from controlplane.config_version import ConfigVersionWatch
 from controlplane.secrets import secret_digest
@@ -63,10 +65,19 @@ class AssignmentCache:
         if app_id is None:
             return None
         doc = apps.get(app_id)
-        if doc is None:
+        if doc is None or _signatures_due(doc):
             doc = app_doc_build(app_id)
             apps[app_id] = doc
         return doc
+
+
+def _signatures_due(doc: AppDoc) -> bool:
+    """Whether a snapshot's signatures are past half their life, so it is built and signed
+    anew before any device could receive an expired one."""
+    if not settings.ASSIGNMENT_SIGNING_KEY or doc.built_at is None:
+        return False
+    half_life = timedelta(seconds=settings.ASSIGNMENT_SIGNATURE_TTL_SECONDS / 2)
+    return timezone.now() - doc.built_at > half_life
 
 
 assignment_cache = AssignmentCache()

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from controlplane.config_version import config_version_read
 from registry.models import BaselineChange, Flow, ModelVersion
 from registry.sdk_versions import parse_sdk_version
 
@@ -21,6 +22,10 @@ class AppDoc:
     flows: dict[str, FlowDoc]
     has_active_rollout: bool
     last_rollback_at: datetime | None
+    # The config version read before the snapshot (it is at least that new) and when it was
+    # built: the `ver` and `iat` of its signed assignments.
+    version: int = 0
+    built_at: datetime | None = None
     # Encoded answers of this snapshot, by their content (see rollout.poll._encoded).
     encoded_answers: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -73,6 +78,7 @@ def _rollout_doc(rollout: Rollout) -> RolloutDoc:
 
 
 def app_doc_build(app_id) -> AppDoc:
+    config_version = config_version_read()
     now = timezone.now()
     flows = list(Flow.objects.filter(app_id=app_id).select_related("baseline").order_by("name"))
     history: dict = {}
@@ -127,4 +133,6 @@ def app_doc_build(app_id) -> AppDoc:
         flows=docs,
         has_active_rollout=bool(active),
         last_rollback_at=max(ended) if ended else None,
+        version=config_version,
+        built_at=now,
     )

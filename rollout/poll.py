@@ -8,14 +8,17 @@ import hashlib
 import json
 import uuid
 
+from django.conf import settings
 from django.utils import timezone
 
+from registry.sdk_versions import format_sdk_version
 from registry.storage import model_file_url
 
 from .assignment import Assignment, assign
 from .documents import AppDoc
 from .exposures import baseline_confirmation_note, exposure_note
 from .sdk_requests import SdkRequestError
+from .signing import AssignmentClaims, AssignmentSigner, private_key_from_text
 
 MAX_CURRENT_MODELS = 100
 
@@ -34,7 +37,39 @@ def current_models(text: str) -> frozenset[str]:
         ) from None
 
 
-def _entry(assignment: Assignment, base_url: str) -> dict:
+_signers: dict[str, AssignmentSigner] = {}
+
+
+def _signer() -> AssignmentSigner | None:
+    """The configured signer (None: unsigned), built once per key."""
+    text = settings.ASSIGNMENT_SIGNING_KEY
+    if not text:
+        return None
+    signer = _signers.get(text)
+    if signer is None:
+        _signers.clear()
+        signer = _signers[text] = AssignmentSigner(private_key_from_text(text))
+    return signer
+
+
+def _signature(doc: AppDoc, assignment: Assignment, signer: AssignmentSigner) -> str:
+    model, issued = assignment.model, int(doc.built_at.timestamp())
+    return signer.sign(
+        AssignmentClaims(
+            app=doc.app_id,
+            flow=assignment.flow.name,
+            flow_id=assignment.flow.flow_id,
+            model_id=model.model_id if model else None,
+            sha256=model.sha256 if model else None,
+            min_sdk=format_sdk_version(model.min_sdk) if model else None,
+            iat=issued,
+            exp=issued + settings.ASSIGNMENT_SIGNATURE_TTL_SECONDS,
+            ver=doc.version,
+        )
+    )
+
+
+def _entry(doc: AppDoc, assignment: Assignment, base_url: str) -> dict:
     flow, model = assignment.flow, assignment.model
     entry = {
         "flow": flow.name,
@@ -57,6 +92,9 @@ def _entry(assignment: Assignment, base_url: str) -> dict:
         )
     if assignment.rollout_id is not None:
         entry["rollout"] = {"id": assignment.rollout_id, "arm": assignment.arm}
+    signer = _signer()
+    if signer is not None:
+        entry["signature"] = _signature(doc, assignment, signer)
     return entry
 
 
@@ -139,6 +177,7 @@ def assignments_encoded(
         single,
         base_url,
         poll_after,
+        settings.ASSIGNMENT_SIGNING_KEY,
         tuple(
             (a.flow.name, a.model.model_id if a.model else None, a.rollout_id, a.arm)
             for a in assignments
@@ -146,7 +185,7 @@ def assignments_encoded(
     )
 
     def build():
-        entries = [_entry(assignment, base_url) for assignment in assignments]
+        entries = [_entry(doc, assignment, base_url) for assignment in assignments]
         return entries[0] if single else {"poll_after_s": poll_after, "models": entries}
 
     return _encoded(doc, key, build)

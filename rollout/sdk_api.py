@@ -15,6 +15,7 @@ from .sdk_requests import (
     device_from,
     query_params,
     sdk_method,
+    sdk_rate_limit_check,
 )
 
 
@@ -33,6 +34,7 @@ def _poll(request, *, flow_name: str | None, single: bool) -> HttpResponse:
         doc = app_doc_for(request)
         params = query_params(request)
         device_id, sdk, sdk_text = device_from(params)
+        sdk_rate_limit_check(request, doc, device_id)
         assignments = assignments_for(
             doc,
             device_id=device_id,

@@ -1,18 +1,21 @@
 """
 Request plumbing shared by the SDK endpoints (the poll and the events): authentication by the
-app's SDK key, the device's identity, the contract's JSON errors, the request body, and the
-one-method rule.
+app's SDK key, the device's identity, the rate limits, the contract's JSON errors, the request
+body, and the one-method rule.
 
 Plain Django, no DRF: the poll is the hottest path of the system, and every answer here is
 built without a database or Redis round trip.
 """
 
 import json
+import math
 import re
 from functools import wraps
 from urllib.parse import parse_qsl
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.core.signals import setting_changed
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -21,19 +24,23 @@ from registry.sdk_versions import InvalidSdkVersion, parse_sdk_version
 
 from .cache import assignment_cache
 from .documents import AppDoc
+from .rate_limit import SdkRateLimits
 
 DEVICE_ID = re.compile(r"[\x20-\x7e]{1,128}")
 
 
 class SdkRequestError(Exception):
-    def __init__(self, status: int, code: str, detail: str):
+    def __init__(self, status: int, code: str, detail: str, *, retry_after: int | None = None):
         super().__init__(detail)
         self.status, self.code, self.detail = status, code, detail
+        self.retry_after = retry_after
 
     def response(self) -> JsonResponse:
         response = JsonResponse(error_body(self.code, self.detail), status=self.status)
         if self.status == 401:
             response["WWW-Authenticate"] = "Bearer"
+        if self.retry_after is not None:
+            response["Retry-After"] = str(self.retry_after)
         return response
 
 
@@ -93,6 +100,65 @@ def device_from(params) -> tuple[str, tuple[int, int, int], str]:
     return device_id, sdk, sdk_text
 
 
+_RATE_LIMIT_SETTINGS = frozenset(
+    {
+        "SDK_RATE_LIMIT_PER_MINUTE",
+        "SDK_RATE_LIMIT_PER_DEVICE_PER_MINUTE",
+        "SDK_RATE_LIMIT_TRACKED_DEVICES",
+        "WEB_PROCESSES",
+    }
+)
+_rate_limits: SdkRateLimits | None = None
+
+
+def sdk_rate_limits() -> SdkRateLimits:
+    """This process's buckets, made from the settings at first use (again after they change).
+
+    Each web process sees its share of a key's traffic (the load balancer spreads a fleet's
+    requests evenly), so it admits its share of the key's limit, `1 / WEB_PROCESSES`. A device's
+    few requests are not spread evenly, so each process applies the whole per-device limit.
+    """
+    global _rate_limits
+    limits = _rate_limits
+    if limits is None:
+        limits = _rate_limits = SdkRateLimits(
+            key_per_minute=settings.SDK_RATE_LIMIT_PER_MINUTE / max(1, settings.WEB_PROCESSES),
+            device_per_minute=settings.SDK_RATE_LIMIT_PER_DEVICE_PER_MINUTE,
+            max_devices=settings.SDK_RATE_LIMIT_TRACKED_DEVICES,
+        )
+    return limits
+
+
+def _rate_limit_settings_changed(*, setting, **kwargs) -> None:
+    global _rate_limits
+    if setting in _RATE_LIMIT_SETTINGS:
+        _rate_limits = None
+
+
+setting_changed.connect(_rate_limit_settings_changed)
+
+_RATE_LIMITED = {
+    "device": "Too many requests from this device",
+    "key": "Too many requests with this SDK key",
+}
+
+
+def sdk_rate_limit_check(request, doc: AppDoc, device_id: str) -> None:
+    """Take this request's tokens (its SDK key's and its device's), or raise the 429.
+
+    In memory only: no database or Redis round trip. Per device, the device id within its app.
+    """
+    refusal = sdk_rate_limits().admit(sdk_key_from(request), (doc.app_id, device_id))
+    if refusal is not None:
+        retry_after = max(1, math.ceil(refusal.wait))
+        raise SdkRequestError(
+            429,
+            "rate_limited",
+            f"{_RATE_LIMITED[refusal.limit]}; retry after {retry_after} s (Retry-After).",
+            retry_after=retry_after,
+        )
+
+
 _base_urls: dict[tuple[str, str], str] = {}
 
 
@@ -145,7 +211,12 @@ def json_object_body(request, *, max_bytes: int, too_large: SdkRequestError) -> 
             raise SdkRequestError(
                 411, "length_required", "Send the body with a Content-Length header."
             )
-        body = request.META["wsgi.input"].read(max_bytes + 1)
+        try:
+            body = request.META["wsgi.input"].read(max_bytes + 1)
+        except Exception:
+            raise SdkRequestError(
+                400, "invalid_body", "The chunked body could not be read: a chunk is malformed."
+            ) from None
     else:
         try:
             length = int(declared or "0")

@@ -35,7 +35,7 @@ def server_start(process_env, log_path: Path, workers: int = 2) -> tuple[subproc
     """Start a gunicorn server on a free port and wait until it answers; return it and its URL."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "controlplane.wsgi", "--bind", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "gunicorn", "-c", "python:controlplane.gunicorn", "controlplane.wsgi", "--bind", f"127.0.0.1:{port}",
          "--workers", str(workers), "--timeout", "60"],
         cwd=ROOT, env=process_env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip

@@ -6,7 +6,7 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
-from experiments import stats
+from experiments import readout, stats
 from experiments.judge import rollout_analyze
 from experiments.models import Alert, AlertChannel, AlertDelivery, Analysis
 from rollout import services
@@ -88,6 +88,10 @@ def test_judge__clearly_harmful_challenger__rolls_back_once_and_alerts_once(
     assert "Rolled back challenger-1" in message["text"]
     assert message["decision"] == "rollback"
     assert message["rollout_id"] == str(running.pk)
+    # The alert says what the console says about the same analysis, word for word.
+    console = readout.recommendation(first.body).sentence
+    assert console.startswith("Roll back recommended: challenger-1 conversion")
+    assert message["summary"] == console and console in message["text"]
     assert AlertDelivery.objects.get().status == "sent"
 
 

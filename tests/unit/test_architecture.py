@@ -44,6 +44,7 @@ _BREAKS = {
     ),
     "rollout-entry-points": ("rollout/api.py", "from rollout import exposures as _broken\n"),
     "sdk-plumbing-once": ("experiments/sdk_api.py", "from rollout import sdk_api as _broken\n"),
+    "client-stands-alone": ("client/signatures.py", "from rollout import signing as _broken\n"),
     "no-import-cycles": ("experiments/selectors.py", "from experiments import judge as _broken\n"),
 }
 

@@ -1,0 +1,31 @@
+"""The rollout page of the admin: rollout's own admin (actions, forms) with the page of
+`rollout_page` in place of its read-only fields. Registered here, in the layer that can read
+both the rollout and its analyses."""
+
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from rollout.admin import RolloutAdmin
+
+from .rollout_page import rollout_page
+
+
+class ConsoleRolloutAdmin(RolloutAdmin):
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        rollout = self.get_object(request, object_id)
+        if rollout is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, rollout):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Rollout of {rollout.flow}",
+            "subtitle": str(rollout),
+            "opts": self.opts,
+            "original": rollout,
+            "page": rollout_page(rollout, now=timezone.now()),
+            "rollout_actions": self.allowed_actions(request, rollout),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/rollout/rollout/console.html", context)
