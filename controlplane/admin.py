@@ -7,6 +7,10 @@ from . import services
 from .admin_mixins import ServiceAdminMixin, ServiceFormMixin
 from .models import ApiToken
 
+admin.site.site_header = "Cohort"
+admin.site.site_title = "Cohort"
+admin.site.index_title = "Console"
+
 
 class ApiTokenCreateForm(ServiceFormMixin, forms.ModelForm):
     class Meta:

@@ -28,6 +28,8 @@ MODEL_AUTHORS = frozenset({Role.ADMIN, Role.DATA_SCIENTIST})  # create flows, up
 BASELINE_SETTERS = frozenset({Role.ADMIN, Role.PRODUCT_MANAGER})
 EDITORS = frozenset({Role.ADMIN, Role.DATA_SCIENTIST, Role.PRODUCT_MANAGER})
 RUNNERS = frozenset({Role.ADMIN, Role.PRODUCT_MANAGER})
+# Whose home page in the admin is the flows overview (when these are all the roles they hold).
+LAND_ON_OVERVIEW = frozenset({Role.PRODUCT_MANAGER, Role.VIEWER})
 
 # Rollout actions. Anyone who may edit may also stop: pausing and rolling back must never
 # wait for a permission. Analysing now does only what the judge does every 5 minutes.
@@ -43,12 +45,16 @@ ROLLOUT_ACTION_ROLES: dict[str, frozenset[Role]] = {
     "analyze": EDITORS,
 }
 
-# Django model permissions each role's group carries, for the admin site.
+# Django model permissions each role's group carries, for the admin site: "app.model", else
+# "app.*", else "*". Periodic tasks and login lockouts (axes) are the admins' alone: the
+# sidebar shows them no one else.
 _VIEW = ("view",)
+_ADMINS_ONLY = {"django_celery_beat.*": (), "axes.*": ()}
 GROUP_PERMISSIONS: dict[Role, dict[str, tuple[str, ...]]] = {
-    Role.VIEWER: {"*": _VIEW},
+    Role.VIEWER: {"*": _VIEW, **_ADMINS_ONLY},
     Role.DATA_SCIENTIST: {
         "*": _VIEW,
+        **_ADMINS_ONLY,
         "registry.flow": ("view", "add", "change"),
         "registry.modelversion": ("view", "add", "change"),
         "rollout.rollout": ("view", "add", "change"),
@@ -56,6 +62,7 @@ GROUP_PERMISSIONS: dict[Role, dict[str, tuple[str, ...]]] = {
     },
     Role.PRODUCT_MANAGER: {
         "*": _VIEW,
+        **_ADMINS_ONLY,
         "registry.flow": ("view", "change"),
         "rollout.rollout": ("view", "add", "change"),
         "rollout.rolloutarm": ("view", "add", "change"),
@@ -63,7 +70,7 @@ GROUP_PERMISSIONS: dict[Role, dict[str, tuple[str, ...]]] = {
     },
     Role.ADMIN: {"*": ("view", "add", "change", "delete")},
 }
-_OWN_APPS = ("registry", "rollout", "experiments", "controlplane", "django_celery_beat")
+_OWN_APPS = ("registry", "rollout", "experiments", "controlplane", "django_celery_beat", "axes")
 
 
 def user_roles(user) -> frozenset[Role]:
@@ -97,8 +104,9 @@ def role_groups_sync(*, using: str = "default") -> None:
         group, _ = Group.objects.using(using).get_or_create(name=role.value)
         chosen = []
         for perm in perms:
-            label = f"{perm.content_type.app_label}.{perm.content_type.model}"
-            actions = grants.get(label, grants["*"])
+            app_label = perm.content_type.app_label
+            label = f"{app_label}.{perm.content_type.model}"
+            actions = grants.get(label, grants.get(f"{app_label}.*", grants["*"]))
             if perm.codename.split("_", 1)[0] in actions:
                 chosen.append(perm)
         group.permissions.set(chosen)

@@ -131,6 +131,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Every time the admin shows carries its zone ("14:05 UTC"): controlplane/formats/en/formats.py.
+FORMAT_MODULE_PATH = ["controlplane.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
@@ -274,6 +276,9 @@ ASSIGNMENT_SIGNATURE_TTL_SECONDS = env.int("ASSIGNMENT_SIGNATURE_TTL_SECONDS", d
 ROLLBACK_CONFIRMATION_WINDOW_SECONDS = env.int(
     "ROLLBACK_CONFIRMATION_WINDOW_SECONDS", default=14 * 24 * 3600
 )
+# What serving model files costs per GB of egress (USD), for the download cost the admin shows
+# before an advance or a promotion: 0.09 is S3's first tier, 0 is R2's (or a CDN paid flat).
+EGRESS_PRICE_PER_GB = env.float("EGRESS_PRICE_PER_GB", default=0.09)
 # The judge: significance level, and the relative lift the power calculation sizes for.
 EXPERIMENT_ALPHA = env.float("EXPERIMENT_ALPHA", default=0.05)
 EXPERIMENT_MIN_DETECTABLE_LIFT = env.float("EXPERIMENT_MIN_DETECTABLE_LIFT", default=0.10)

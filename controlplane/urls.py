@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import healthz
-from .views import api_not_found
+from .views import admin_index, api_not_found
 
 handler400 = "controlplane.views.bad_request"
 handler403 = "controlplane.views.permission_denied"
@@ -14,6 +14,8 @@ handler404 = "controlplane.views.not_found"
 handler500 = "controlplane.views.server_error"
 
 urlpatterns = [
+    # Product managers and viewers land on the flows overview (controlplane.views.admin_index).
+    path("admin/", admin.site.admin_view(admin_index)),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,9 +1,11 @@
-"""Error pages: JSON for the API, Django's HTML pages elsewhere; the admin's lockout page."""
+"""Error pages: JSON for the API, HTML elsewhere (403 in the admin's look); the admin's home and lockout pages."""
 
 from axes.helpers import get_client_username, get_cool_off
 from django.contrib import admin
 from django.http import JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 
@@ -14,6 +16,7 @@ from .exceptions import (
     json_not_found,
     json_server_error,
 )
+from .roles import LAND_ON_OVERVIEW, user_roles
 
 
 def _is_api(request) -> bool:
@@ -28,9 +31,31 @@ def bad_request(request, exception=None):
 
 
 def permission_denied(request, exception=None):
+    """JSON for the API; elsewhere (the admin) a page in the admin's look that says why."""
     if _is_api(request):
         return json_forbidden(request, exception)
-    return defaults.permission_denied(request, exception)
+    back = request.META.get("HTTP_REFERER", "")
+    if not back or not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = reverse("admin:index")
+    detail = str(exception or "")
+    context = {
+        **admin.site.each_context(request),
+        "title": "Not allowed",
+        "detail": detail if detail and detail != "Permission denied" else "",
+        "roles": sorted(role.label for role in user_roles(request.user)),
+        "back_url": back,
+    }
+    return render(request, "403.html", context, status=403)
+
+
+def admin_index(request, extra_context=None):
+    """The admin's home page: product managers and viewers land on the flows overview."""
+    roles = user_roles(request.user)
+    if roles and roles <= LAND_ON_OVERVIEW:
+        return redirect("admin:registry_flow_changelist")
+    return admin.site.index(request, extra_context)
 
 
 def not_found(request, exception=None):

@@ -1,18 +1,23 @@
 """Admin of experiments: alert channels per app, and read-only analyses and alerts."""
 
-import json
+from functools import partial
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.utils.html import format_html, format_html_join
+from django.urls import path
 from django.utils.translation import ngettext
 
 from controlplane.admin_mixins import ReadOnlyAdmin, ServiceAdminMixin, ServiceFormMixin
+from registry.models import Flow, ModelVersion
 from rollout.arms import BASELINE
 from rollout.metrics import PRIMARY
 from rollout.models import Rollout
 
+from .console.alert_actions import AlertStatusAdminMixin, AlertStatusChangeInline
+from .console.decision_record import analysis_json_view, decision_record_view
+from .console.model_page import ModelVersionPageAdmin
+from .console.overview import FlowOverviewAdmin
 from .console.rollout_admin import ConsoleRolloutAdmin
 from .models import Alert, AlertChannel, AlertDelivery, Analysis
 from .services import channel_create, channel_delete, channel_update
@@ -80,13 +85,13 @@ class AlertDeliveryInline(admin.TabularInline):
 
 
 @admin.register(Alert)
-class AlertAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "title", "kind", "rollout", "delivery_status")
-    list_filter = ("kind", "rollout__flow__app")
+class AlertAdmin(AlertStatusAdminMixin, ReadOnlyAdmin):
+    list_display = ("created_at", "title", "kind", "status", "rollout", "delivery_status")
+    list_filter = ("status", "kind", "rollout__flow__app")
     search_fields = ("title", "text", "rollout__id")
     list_select_related = ("rollout", "rollout__flow", "rollout__flow__app")
-    inlines = [AlertDeliveryInline]
-    fields = ("created_at", "kind", "title", "text", "rollout", "analysis", "payload")
+    inlines = [AlertDeliveryInline, AlertStatusChangeInline]
+    fields = ("created_at", "kind", "status", "title", "text", "rollout", "analysis", "payload")
     readonly_fields = fields
 
     @admin.display(description="deliveries")
@@ -108,8 +113,20 @@ class AnalysisAdmin(ReadOnlyAdmin):
     search_fields = ("rollout__id",)
     list_select_related = ("rollout", "rollout__flow", "rollout__flow__app")
     date_hierarchy = "computed_at"
-    fields = ("computed_at", "watermark", "rollout", "decision", "action", "result", "inputs_block")
-    readonly_fields = fields
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The decision record, rendered from the stored analysis alone."""
+        return decision_record_view(self, request, object_id, extra_context)
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/json/",
+                self.admin_site.admin_view(partial(analysis_json_view, self)),
+                name="experiments_analysis_json",
+            ),
+            *super().get_urls(),
+        ]
 
     @admin.display(description=f"{PRIMARY} (challenger vs {BASELINE})")
     def primary_summary(self, analysis):
@@ -124,50 +141,15 @@ class AnalysisAdmin(ReadOnlyAdmin):
             parts.append(text)
         return "; ".join(parts) or "—"
 
-    @admin.display(description="result")
-    def result(self, analysis):
-        body = analysis.body
-        rows = []
-        for arm in body.get("arms", []):
-            for metric, values in arm.get("metrics", {}).items():
-                rows.append(
-                    (
-                        arm["arm"],
-                        metric,
-                        values.get("n"),
-                        _fmt(values.get("mean")),
-                        _fmt(values.get("diff")),
-                        _interval(values.get("sequential_ci")),
-                        _fmt(values.get("p_value")),
-                        "yes" if values.get("significant") else "",
-                    )
-                )
-        table = format_html_join("", "<tr>" + "<td>{}</td>" * 8 + "</tr>", rows)
-        reasons = format_html_join("", "<li>{}</li>", ((r,) for r in body.get("reasons", [])))
-        return format_html(
-            "<p><strong>{}</strong></p><ul>{}</ul><table class='analysis-result'><thead><tr>"
-            "<th>arm</th><th>metric</th><th>n</th><th>mean</th><th>diff</th>"
-            "<th>always-valid interval</th><th>p (fixed)</th><th>significant</th></tr></thead>"
-            "<tbody>{}</tbody></table>",
-            body.get("decision"),
-            reasons,
-            table,
-        )
-
-    @admin.display(description="inputs (to recompute it)")
-    def inputs_block(self, analysis):
-        return format_html("<pre>{}</pre>", json.dumps(analysis.inputs, indent=2))
-
-
-def _fmt(value):
-    return "—" if value is None else f"{value:.4g}"
-
-
-def _interval(value):
-    return "—" if not value else f"[{value[0]:+.4g}, {value[1]:+.4g}]"
-
 
 # The rollout page shows the rollout with its analyses: registered from here, the layer that
 # reads both (rollout's own admin cannot import experiments).
 admin.site.unregister(Rollout)
 admin.site.register(Rollout, ConsoleRolloutAdmin)
+
+# The flows overview and the model version page show rollouts and analyses next to the
+# registry's flows and models: registered from here for the same reason.
+admin.site.unregister(Flow)
+admin.site.register(Flow, FlowOverviewAdmin)
+admin.site.unregister(ModelVersion)
+admin.site.register(ModelVersion, ModelVersionPageAdmin)

@@ -12,12 +12,21 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from controlplane.errors import InvalidInput
+from controlplane.errors import Conflict, InvalidInput
 from registry.models import App
 from rollout.models import Rollout
 
 from . import webhook_targets
-from .models import Alert, AlertChannel, AlertDelivery, Analysis, ChannelKind, DeliveryStatus
+from .models import (
+    Alert,
+    AlertChannel,
+    AlertDelivery,
+    AlertStatus,
+    AlertStatusChange,
+    Analysis,
+    ChannelKind,
+    DeliveryStatus,
+)
 from .signals import alert_deliveries_pending
 
 logger = logging.getLogger(__name__)
@@ -62,6 +71,51 @@ def alert_raise(
     # Robust: the action has committed; a pending delivery is queued again by alerts_redeliver.
     transaction.on_commit(lambda: _alert_dispatch(alert_id=alert.pk, app_id=app_id), robust=True)
     return alert
+
+
+# Where an alert may go from each status; dismissed and resolved are final.
+ALERT_STATUS_MOVES: dict[str, tuple[str, ...]] = {
+    AlertStatus.OPEN: (AlertStatus.ACKNOWLEDGED, AlertStatus.DISMISSED, AlertStatus.RESOLVED),
+    AlertStatus.ACKNOWLEDGED: (AlertStatus.DISMISSED, AlertStatus.RESOLVED),
+    AlertStatus.DISMISSED: (),
+    AlertStatus.RESOLVED: (),
+}
+
+
+def alert_status_change(*, alert: Alert, status: str, actor: str, reason: str = "") -> Alert:
+    """Acknowledge, dismiss or resolve an alert, logged with who, when and why.
+
+    Dismissing needs a reason: it says the alert does not call for action, and whoever reads
+    the log later must see why. The alert's row is locked, so two people moving it at once do
+    not both succeed; a move the status does not allow is a Conflict.
+    """
+    reason = (reason or "").strip()
+    if status not in AlertStatus.values:
+        raise InvalidInput(f"'{status}' is not an alert status.", code="invalid_status")
+    if status == AlertStatus.DISMISSED and not reason:
+        raise InvalidInput(
+            "Say why you dismiss this alert: the reason is logged.",
+            code="reason_required",
+            fields={"reason": ["Needed to dismiss an alert."]},
+        )
+    with transaction.atomic():
+        locked = Alert.objects.select_for_update().get(pk=alert.pk)
+        if status not in ALERT_STATUS_MOVES[locked.status]:
+            raise Conflict(
+                f"This alert is {locked.get_status_display().lower()}; it cannot become "
+                f"{AlertStatus(status).label.lower()}.",
+                code="invalid_status",
+            )
+        before = locked.status
+        locked.status = status
+        locked.save(update_fields=["status"])
+        AlertStatusChange.objects.create(
+            alert=locked, before=before, after=status, actor=actor, reason=reason
+        )
+    logger.info(
+        "alert.status alert=%s %s->%s actor=%s reason=%r", locked.pk, before, status, actor, reason
+    )
+    return locked
 
 
 def channel_backfill(*, channel: AlertChannel, now: datetime | None = None) -> int:

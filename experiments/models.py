@@ -117,7 +117,7 @@ class Analysis(models.Model):
         verbose_name_plural = "analyses"
 
     def __str__(self):
-        return f"{self.rollout} at {self.computed_at:%Y-%m-%d %H:%M}: {self.decision}"
+        return f"{self.rollout} at {self.computed_at:%Y-%m-%d %H:%M %Z}: {self.decision}"
 
 
 class LedgerCheckpoint(models.Model):
@@ -132,7 +132,7 @@ class LedgerCheckpoint(models.Model):
     complete_through = models.DateTimeField()
 
     def __str__(self):
-        return f"ledger complete through {self.complete_through:%Y-%m-%d %H:%M:%S}"
+        return f"ledger complete through {self.complete_through:%Y-%m-%d %H:%M:%S %Z}"
 
 
 class ChannelKind(models.TextChoices):
@@ -171,6 +171,16 @@ class AlertChannel(models.Model):
             ) from None
 
 
+class AlertStatus(models.TextChoices):
+    """Where people are with an alert: open until someone acknowledges, dismisses (with a
+    reason) or resolves it."""
+
+    OPEN = "open", "Open"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+    DISMISSED = "dismissed", "Dismissed"
+    RESOLVED = "resolved", "Resolved"
+
+
 class Alert(models.Model):
     """Something people must know, raised once per decision (the key makes it once)."""
 
@@ -184,12 +194,30 @@ class Alert(models.Model):
         Analysis, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(max_length=16, choices=AlertStatus.choices, default=AlertStatus.OPEN)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self):
         return self.title
+
+
+class AlertStatusChange(models.Model):
+    """Append-only log of an alert's status: who moved it, when, and why."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="status_changes")
+    before = models.CharField(max_length=16, choices=AlertStatus.choices)
+    after = models.CharField(max_length=16, choices=AlertStatus.choices)
+    actor = models.CharField(max_length=200)
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M %Z} {self.before} \u2192 {self.after} by {self.actor}"
 
 
 class DeliveryStatus(models.TextChoices):

@@ -123,6 +123,17 @@ def interval_level(body: dict) -> float:
     return 1 - alpha / (challengers * metrics)
 
 
+def interval_level_text(body: dict) -> str:
+    """The interval level as printed under every results table and in every sentence."""
+    return f"{interval_level(body) * 100:.4g} %"
+
+
+def p_value_text(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "< 0.0001" if p < 0.0001 else f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+
+
 def _first_challenger(body: dict) -> dict:
     return next((a for a in body.get("arms", []) if a.get("arm") != BASELINE), {})
 
@@ -185,7 +196,7 @@ def recommendation(body: dict, *, look: int | None = None) -> Recommendation:
         found = _first_with_direction(body, wanted)
         if found is not None:
             arm, metric, comparison = found
-            level = f"{interval_level(body) * 100:.4g} %"
+            level = interval_level_text(body)
             return Recommendation(
                 decision,
                 title,
@@ -325,7 +336,15 @@ def state_badge(
         return _badge(
             ROLLED_BACK, f"Rolled back {who}: every device returns to the baseline.{because}"
         )
-    if rollout_state == "paused":
+    decision = (body or {}).get("decision")
+    paused = rollout_state == "paused"
+    # Harm outranks a pause: the challenger's devices keep it while paused.
+    if body is not None and (decision == decisions.ROLLBACK or guardrails_worse(body)):
+        sentence = recommendation(body).sentence
+        if paused:
+            sentence += f" Paused by {actor_text(paused_by)} meanwhile."
+        return _badge(GUARDRAIL_FAILING, sentence)
+    if paused:
         return _badge(
             PAUSED,
             f"Paused by {actor_text(paused_by)}: shares are frozen and every device keeps its "
@@ -333,9 +352,6 @@ def state_badge(
         )
     if body is None:
         return _badge(RAMPING, "Running at its first stage; the judge has not analysed it yet.")
-    decision = body.get("decision")
-    if decision == decisions.ROLLBACK or _guardrail_worse(body):
-        return _badge(GUARDRAIL_FAILING, recommendation(body).sentence)
     banner = health(body)
     if decision == decisions.SRM_ALERT or (banner is not None and banner.blocks_results):
         sentence = banner.sentence if banner is not None else recommendation(body).sentence
@@ -367,10 +383,6 @@ def guardrails_worse(body: dict) -> list[tuple[str, str]]:
         for metric, comparison in arm.get("metrics", {}).items()
         if metric != PRIMARY and chip(comparison) == WORSE
     ]
-
-
-def _guardrail_worse(body: dict) -> bool:
-    return bool(guardrails_worse(body))
 
 
 def _smallest_arm(body: dict) -> int:

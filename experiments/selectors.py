@@ -9,25 +9,30 @@ pins these queries to the pure functions on random ledgers.
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import (
     BooleanField,
     Case,
     Count,
+    Exists,
     ExpressionWrapper,
     F,
     FloatField,
+    OuterRef,
     Q,
     Sum,
     Value,
     When,
+    Window,
 )
-from django.db.models.functions import Greatest, Least
+from django.db.models.functions import Greatest, Least, Mod, NullIf, RowNumber
 
 from rollout.arms import BASELINE
-from rollout.models import ACTIVE_STATES, Exposure, Rollout, RolloutArm
-from rollout.selectors import rollout_phase_starts
+from rollout.metrics import PRIMARY
+from rollout.models import ACTIVE_STATES, Exposure, Rollout, RolloutArm, RolloutEvent
+from rollout.selectors import PHASE_ACTIONS, rollout_phase_starts
+from rollout.shares import percent_text
 
 from .analysis import empty_sums
 from .models import Analysis, DeviceOutcome
@@ -224,3 +229,201 @@ def rollouts_to_judge() -> list[str]:
 
 def analysis_latest(*, rollout: Rollout) -> Analysis | None:
     return rollout.analyses.order_by("-computed_at", "-id").first()
+
+
+# --- For the console: the create form's power estimate, the rollout page's segments -----------
+
+
+@dataclass(frozen=True)
+class BaselineRate:
+    """The baseline's conversion as one analysis measured it."""
+
+    rate: float
+    devices: int
+    analysis_id: int
+    rollout_id: str
+    computed_at: datetime
+
+
+def flow_baseline_rate(*, flow) -> BaselineRate | None:
+    """The baseline's conversion in the flow's latest analysis that measured one (of its last
+    ten), or None before any."""
+    analyses = (
+        Analysis.objects.filter(rollout__flow=flow)
+        .order_by("-computed_at", "-id")
+        .only("pk", "rollout_id", "computed_at", "body")[:10]
+    )
+    for analysis in analyses:
+        arms = analysis.body.get("arms", [])
+        baseline = next((arm for arm in arms if arm.get("arm") == BASELINE), {})
+        conversion = baseline.get("metrics", {}).get(PRIMARY, {})
+        if conversion.get("mean") is not None and conversion.get("n"):
+            return BaselineRate(
+                rate=conversion["mean"],
+                devices=conversion["n"],
+                analysis_id=analysis.pk,
+                rollout_id=str(analysis.rollout_id),
+                computed_at=analysis.computed_at,
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class ExposureRate:
+    """New devices of a flow over a span: devices first exposed in one rollout."""
+
+    devices: int
+    since: datetime
+    until: datetime
+    rollout_id: str
+
+    @property
+    def per_day(self) -> float:
+        return self.devices / ((self.until - self.since).total_seconds() / 86400)
+
+
+def flow_exposure_rate(
+    *, flow, now: datetime, window: timedelta = timedelta(days=7)
+) -> ExposureRate | None:
+    """Devices first exposed in the first `window` of the flow's latest started rollout (at
+    least an hour of it), or None. While a rollout runs, every eligible device that polls is
+    exposed, to the baseline's arm or a challenger's: this is the flow's traffic of devices."""
+    rollout = (
+        Rollout.objects.filter(flow=flow, started_at__isnull=False).order_by("-started_at").first()
+    )
+    if rollout is None:
+        return None
+    since = rollout.started_at
+    until = min(rollout.ended_at or now, now, since + window)
+    if until - since < timedelta(hours=1):
+        return None
+    devices = Exposure.objects.filter(
+        rollout=rollout, first_exposed_at__gte=since, first_exposed_at__lt=until
+    ).count()
+    if not devices:
+        return None
+    return ExposureRate(devices=devices, since=since, until=until, rollout_id=str(rollout.pk))
+
+
+def exposures_by_sdk(*, rollout: Rollout) -> dict[str, dict[str, dict[str, int]]]:
+    """SDK version (at first exposure) → arm → devices `exposed`, how many are still
+    `comparable`, and how many of those reported a model error (`errored`): one query.
+
+    A device's outcome row exists only while it is comparable, so `errored` counts among the
+    comparable devices."""
+    errored = DeviceOutcome.objects.filter(
+        rollout=rollout, device_id=OuterRef("device_id"), model_errors__gt=0
+    )
+    rows = (
+        Exposure.objects.filter(rollout=rollout)
+        .values("sdk_version", "arm")
+        .annotate(
+            exposed_n=Count("pk"),
+            comparable_n=Count("pk", filter=Q(comparable=True)),
+            errored_n=Count("pk", filter=Q(comparable=True) & Q(Exists(errored))),
+        )
+    )
+    result: dict[str, dict[str, dict[str, int]]] = {}
+    for row in rows:
+        result.setdefault(row["sdk_version"], {})[row["arm"]] = {
+            "exposed": row["exposed_n"],
+            "comparable": row["comparable_n"],
+            "errored": row["errored_n"],
+        }
+    return result
+
+
+# --- For the console: the rollout page's charts ------------------------------------------------
+
+#: Audit-log actions the charts mark: every change of shares (`PHASE_ACTIONS`), and the ends.
+STAGE_CHANGE_ACTIONS = (*PHASE_ACTIONS, "rollback", "promote")
+_HISTORY_METRIC_KEYS = ("diff", "sequential_ci", "direction", "insufficient")
+
+
+def analysis_history(*, rollout: Rollout, limit: int = 240) -> list[dict]:
+    """The rollout's stored analyses, oldest first, thinned evenly to at most `limit` (never
+    fewer than 2: the first and the last are always kept). Each is {"look": its number from 1,
+    "at", "decision", "interval_level", "arms": [{"arm", "exposed", "share", "metrics": {name:
+    {"diff", "sequential_ci", "direction", "insufficient"}}}]}, read from the body.
+
+    One query. The thinning is in SQL, so a rollout judged every 5 minutes for weeks does not
+    send every body: look r of n (from 0) is kept when some k/(limit-1) of the way from the
+    first to the last falls in (r-1, r], i.e. when (r*(limit-1)) mod (n-1) < limit-1.
+    """
+    limit = max(2, int(limit))
+    order = [F("computed_at").asc(), F("id").asc()]
+    rows = (
+        Analysis.objects.filter(rollout=rollout)
+        .annotate(look=Window(RowNumber(), order_by=order), looks=Window(Count("id")))
+        # NULLIF: a lone analysis has n-1 = 0, and is kept by the first condition.
+        .annotate(phase=Mod((F("look") - 1) * (limit - 1), NullIf(F("looks") - 1, 0)))
+        .filter(Q(looks__lte=limit) | Q(phase__lt=limit - 1))
+        .order_by(*order)
+        .values_list("look", "computed_at", "body")
+    )
+    return [_history_point(look, at, body or {}) for look, at, body in rows]
+
+
+def _history_point(look: int, at: datetime, body: dict) -> dict:
+    return {
+        "look": look,
+        "at": at,
+        "decision": body.get("decision"),
+        "interval_level": (body.get("thresholds") or {}).get("interval_level"),
+        "arms": [
+            {
+                "arm": arm.get("arm"),
+                "exposed": arm.get("exposed", 0),
+                "share": arm.get("share"),
+                "metrics": {
+                    name: {key: (metric or {}).get(key) for key in _HISTORY_METRIC_KEYS}
+                    for name, metric in (arm.get("metrics") or {}).items()
+                },
+            }
+            for arm in body.get("arms", [])
+        ],
+    }
+
+
+def rollout_stage_changes(*, rollout: Rollout) -> list[tuple[datetime, str]]:
+    """When the rollout's shares changed or it ended, from its audit log, oldest first, each
+    with a label for a chart: "start 5 %", "→ 20 %", "challenger-2 → 2 %", "rolled back",
+    "promoted". (`rollout.selectors.rollout_phase_starts` reads the same rows' times only.)"""
+    events = (
+        RolloutEvent.objects.filter(rollout=rollout, action__in=STAGE_CHANGE_ACTIONS)
+        .order_by("at", "pk")
+        .values_list("at", "action", "before", "after")
+    )
+    return [
+        (at, _stage_change_label(action, before, after)) for at, action, before, after in events
+    ]
+
+
+def _stage_change_label(action: str, before: dict, after: dict) -> str:
+    if action == "rollback":
+        return "rolled back"
+    if action == "promote":
+        return "promoted"
+    arms = (after or {}).get("arms") or {}
+    if action == "start":
+        return f"start {_shares_text(arms, sorted(arms))}".rstrip()
+    previous = (before or {}).get("arms") or {}
+    changed = sorted(
+        name
+        for name, arm in arms.items()
+        if arm.get("share") != previous.get(name, {}).get("share")
+    ) or sorted(arms)
+    text = _shares_text(arms, changed)
+    if action == "set_share" and len(arms) > 1 and len(changed) == 1:
+        return f"{changed[0]} → {text}"
+    return f"→ {text}".rstrip()
+
+
+def _shares_text(arms: dict, names: list[str]) -> str:
+    """The arms' share, "20 %", or each arm's when they differ: "challenger-1 20 %, …"."""
+    shares = [arms[name].get("share", 0) for name in names]
+    if len(set(shares)) <= 1:
+        return percent_text(shares[0]) if shares else ""
+    return ", ".join(
+        f"{name} {percent_text(share)}" for name, share in zip(names, shares, strict=True)
+    )

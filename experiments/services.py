@@ -10,12 +10,15 @@ to it. Each name is defined in the module that owns the behaviour:
 - `ledger_catch_up`, `events_attribute`: the attribution job (`events.attribution`).
 - `rollout_analyze`: one look of the judge at a rollout, and its actions (`judge`).
 - `alert_delivery_attempt`: alert deliveries (`alerts`).
+- `alert_status_change`: acknowledging, dismissing (with a reason) or resolving an alert
+  (`alerts`).
 - `channel_create`, `channel_update`, `channel_delete`: an app's alert channels, which start
   and stop receiving alerts as they are saved (`alerts`).
 """
 
 from .alerts import (
     alert_delivery_attempt,
+    alert_status_change,
     channel_create,
     channel_delete,
     channel_update,
@@ -26,6 +29,7 @@ from .judge import rollout_analyze
 
 __all__ = [
     "alert_delivery_attempt",
+    "alert_status_change",
     "channel_create",
     "channel_delete",
     "channel_update",

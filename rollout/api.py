@@ -13,7 +13,7 @@ from registry import selectors as registry_selectors
 
 from . import selectors, services, shares
 from .allocation import DEFAULT_STAGES
-from .models import RolloutState
+from .models import RolloutConclusion, RolloutState
 
 
 class ArmOutputSerializer(serializers.Serializer):
@@ -22,15 +22,20 @@ class ArmOutputSerializer(serializers.Serializer):
     stages = serializers.SerializerMethodField()
     stage_index = serializers.IntegerField()
     share = serializers.SerializerMethodField()
-    share_basis_points = serializers.IntegerField(source="share")
+    share_basis_points = serializers.SerializerMethodField()
     segment = serializers.SerializerMethodField()
 
     def get_stages(self, arm) -> list[float]:
         return [shares.percent(stage) for stage in arm.stages]
 
     def get_share(self, arm) -> float:
-        """Share of devices as a fraction (0.05 = 5 %)."""
-        return shares.fraction(arm.share)
+        """Share of devices as a fraction (0.05 = 5 %); 0 once the rollout is rolled back."""
+        return shares.fraction(self.get_share_basis_points(arm))
+
+    def get_share_basis_points(self, arm) -> int:
+        # After a rollback no device gets the challenger, whatever stage it had reached
+        # (`stage_index` and `stages` still say how far it went).
+        return 0 if arm.rollout.state == RolloutState.ROLLED_BACK else arm.share
 
     def get_segment(self, arm) -> list[int]:
         return [arm.segment_start, arm.segment_end]
@@ -65,6 +70,10 @@ class RolloutOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     stage_started_at = serializers.DateTimeField(allow_null=True)
     ended_at = serializers.DateTimeField(allow_null=True)
+    conclusion = serializers.CharField(
+        help_text="Once ended: won, lost, inconclusive, stopped_early or invalid; else empty."
+    )
+    conclusion_note = serializers.CharField()
 
 
 class RolloutDetailOutputSerializer(RolloutOutputSerializer):
@@ -206,16 +215,31 @@ class RolloutResumeApi(_RolloutTransitionApi):
     service = services.rollout_resume
 
 
+class EndingInputSerializer(TransitionInputSerializer):
+    conclusion = serializers.ChoiceField(
+        choices=RolloutConclusion.choices,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="What it concluded. Default: `won` for promote; `lost` for the judge's "
+        "rollback, `stopped_early` for anyone else's.",
+    )
+    conclusion_note = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=2000
+    )
+
+
 class RolloutRollbackApi(_RolloutTransitionApi):
     write_roles = ROLLOUT_ACTION_ROLES["rollback"]
     service = services.rollout_rollback
+    InputSerializer = EndingInputSerializer
 
 
 class RolloutPromoteApi(_RolloutTransitionApi):
     write_roles = ROLLOUT_ACTION_ROLES["promote"]
     service = services.rollout_promote
 
-    class InputSerializer(TransitionInputSerializer):
+    class InputSerializer(EndingInputSerializer):
         arm = serializers.CharField(required=False, allow_null=True, default=None, max_length=64)
 
 

@@ -21,6 +21,16 @@ ACTIVE_STATES = (RolloutState.RUNNING, RolloutState.PAUSED)
 ENDED_STATES = (RolloutState.COMPLETED, RolloutState.ROLLED_BACK)
 
 
+class RolloutConclusion(models.TextChoices):
+    """What ending a rollout concluded (CONSOLE.md, page 4), recorded by whoever ended it."""
+
+    WON = "won", "Won"
+    LOST = "lost", "Lost"
+    INCONCLUSIVE = "inconclusive", "Inconclusive"
+    STOPPED_EARLY = "stopped_early", "Stopped early"
+    INVALID = "invalid", "Invalid"
+
+
 class Rollout(models.Model):
     """A challenger (or several) on one flow, rolled out in stages next to the baseline."""
 
@@ -58,6 +68,13 @@ class Rollout(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     stage_started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+    conclusion = models.CharField(
+        max_length=16,
+        choices=RolloutConclusion.choices,
+        blank=True,
+        help_text="What ending it concluded; empty while it has not ended.",
+    )
+    conclusion_note = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -120,7 +137,7 @@ class RolloutEvent(models.Model):
         ordering = ["at", "id"]
 
     def __str__(self):
-        return f"{self.at:%Y-%m-%d %H:%M} {self.action} by {self.actor}"
+        return f"{self.at:%Y-%m-%d %H:%M %Z} {self.action} by {self.actor}"
 
 
 class Exposure(models.Model):

@@ -7,6 +7,7 @@ from datetime import datetime
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from controlplane.actors import SYSTEM
 from controlplane.config_version import config_version_bump
 from controlplane.errors import Conflict, InvalidInput, NotFound
 from registry.models import Flow, ModelVersion
@@ -17,7 +18,15 @@ from .arms import BASELINE, challenger_name, is_challenger_name
 from .exposures import ExposureBufferUnavailable, device_lock_order, exposure_buffer_flush
 from .guardrails import InvalidGuardrail, guardrails_parse
 from .hashing import new_salt
-from .models import ACTIVE_STATES, Exposure, Rollout, RolloutArm, RolloutEvent, RolloutState
+from .models import (
+    ACTIVE_STATES,
+    Exposure,
+    Rollout,
+    RolloutArm,
+    RolloutConclusion,
+    RolloutEvent,
+    RolloutState,
+)
 from .shares import percent_text
 from .signals import exposures_changed
 
@@ -273,37 +282,71 @@ def rollout_pause(*, rollout: Rollout, actor: str, reason: str = "", expected_re
     )  # fmt: skip
 
 
-def rollout_resume(*, rollout: Rollout, actor: str, reason: str = "", expected_revision=None):
+def rollout_resume(
+    *, rollout: Rollout, actor: str, reason: str = "", expected_revision=None, evidence=None
+):
     def change(locked: Rollout, now):
         locked.state = RolloutState.RUNNING
 
     return _transition(
         rollout, action="resume", verb="resume", actor=actor, reason=reason,
-        allowed_from=(RolloutState.PAUSED,), change=change, expected_revision=expected_revision,
+        allowed_from=(RolloutState.PAUSED,), change=change,
+        expected_revision=expected_revision, evidence=evidence,
     )  # fmt: skip
 
 
+def _conclusion_checked(conclusion: str | None, default: str) -> str:
+    if conclusion in (None, ""):
+        return default
+    if conclusion not in RolloutConclusion.values:
+        choices = ", ".join(RolloutConclusion.values)
+        raise InvalidInput(
+            f"'{conclusion}' is not a conclusion; use one of {choices}.",
+            code="invalid_conclusion",
+            fields={"conclusion": [f"One of {choices}."]},
+        )
+    return conclusion
+
+
+def _conclusion_evidence(evidence: dict | None, conclusion: str, note: str) -> dict:
+    # The audit row says what was concluded, next to whatever justified the action.
+    return {**(evidence or {}), "conclusion": conclusion, "conclusion_note": note}
+
+
 def rollout_rollback(
-    *, rollout: Rollout, actor: str, reason: str = "", expected_revision=None, evidence=None
-):
-    """Send every device back to the baseline on its next poll."""
+    *, rollout: Rollout, actor: str, reason: str = "", expected_revision=None, evidence=None,
+    conclusion: str | None = None, conclusion_note: str = "",
+):  # fmt: skip
+    """Send every device back to the baseline on its next poll, and record what was concluded.
+
+    Without a conclusion, the judge's rollback (actor `system`, on harm) concluded "lost";
+    a person's, "stopped early" (they may say more).
+    """
+    default = RolloutConclusion.LOST if actor == SYSTEM else RolloutConclusion.STOPPED_EARLY
+    conclusion = _conclusion_checked(conclusion, default)
+    conclusion_note = conclusion_note or ""
 
     def change(locked: Rollout, now):
         locked.state = RolloutState.ROLLED_BACK
         locked.ended_at = now
+        locked.conclusion, locked.conclusion_note = conclusion, conclusion_note
 
     return _transition(
         rollout, action="rollback", verb="roll back", actor=actor, reason=reason,
-        allowed_from=ACTIVE_STATES, change=change,
-        expected_revision=expected_revision, evidence=evidence,
+        allowed_from=ACTIVE_STATES, change=change, expected_revision=expected_revision,
+        evidence=_conclusion_evidence(evidence, conclusion, conclusion_note),
     )  # fmt: skip
 
 
 def rollout_promote(
     *, rollout: Rollout, actor: str, arm: str | None = None, reason: str = "",
-    expected_revision=None, evidence=None,
+    expected_revision=None, evidence=None, conclusion: str | None = None,
+    conclusion_note: str = "",
 ):  # fmt: skip
-    """Make a challenger the flow's baseline and complete the rollout."""
+    """Make a challenger the flow's baseline and complete the rollout; the conclusion is "won"
+    unless said otherwise (a promotion may also end an inconclusive test, for instance)."""
+    conclusion = _conclusion_checked(conclusion, RolloutConclusion.WON)
+    conclusion_note = conclusion_note or ""
 
     def change(locked: Rollout, now):
         arms = {a.name: a for a in locked.arms.all()}
@@ -324,11 +367,12 @@ def rollout_promote(
         )
         locked.state = RolloutState.COMPLETED
         locked.ended_at = now
+        locked.conclusion, locked.conclusion_note = conclusion, conclusion_note
 
     return _transition(
         rollout, action="promote", verb="promote", actor=actor, reason=reason,
-        allowed_from=ACTIVE_STATES, change=change,
-        expected_revision=expected_revision, evidence=evidence,
+        allowed_from=ACTIVE_STATES, change=change, expected_revision=expected_revision,
+        evidence=_conclusion_evidence(evidence, conclusion, conclusion_note),
     )  # fmt: skip
 
 

@@ -7,8 +7,10 @@ Every result text comes from `experiments.readout` over the latest stored analys
 page, the alerts and the API read the same decision object.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+
+from django.utils.safestring import mark_safe
 
 from rollout.arms import BASELINE
 from rollout.metrics import PRIMARY
@@ -18,7 +20,8 @@ from rollout.shares import percent_text
 
 from .. import readout
 from ..models import Alert, Analysis
-from ..selectors import analysis_latest
+from ..selectors import analysis_history, analysis_latest, rollout_stage_changes
+from . import charts
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ResultRow:
     comparison: dict
     p_values: str
     chip: readout.Chip | None
+    interval_svg: str = ""
 
 
 @dataclass
@@ -58,11 +62,13 @@ class RolloutPage:
     banner: readout.Banner | None
     recommendation: readout.Recommendation | None
     results: list[ResultRow]
-    interval_level: float | None
+    interval_level: str | None
     power: dict | None
     rollback: dict | None
     history: list[dict]
     alerts: list[Alert] = field(default_factory=list)
+    interval_axis: str = ""
+    charts: list[dict] = field(default_factory=list)
 
     @property
     def results_hidden(self) -> bool:
@@ -97,7 +103,8 @@ def _p_text(comparison: dict) -> str:
     p, adjusted = comparison.get("sequential_p"), comparison.get("sequential_p_adjusted")
     if p is None:
         return "—"
-    return f"{p:.3g} / {adjusted:.3g}" if adjusted is not None else f"{p:.3g}"
+    shown = readout.p_value_text(p)
+    return f"{shown} / {readout.p_value_text(adjusted)}" if adjusted is not None else shown
 
 
 def _results(body: dict) -> list[ResultRow]:
@@ -187,6 +194,85 @@ def _shares(rollout: Rollout, exposure: dict) -> list[dict]:
     return rows
 
 
+def _power(body: dict | None) -> dict | None:
+    """Progress toward the devices the power calculation asks for; reaching it reads
+    "Enough data", never "Significant"."""
+    power = (body or {}).get("power")
+    if not power:
+        return None
+    needed = power.get("devices_per_arm_needed")
+    smallest = min((a.get("exposed", 0) for a in body.get("arms", [])), default=0)
+    lift = power.get("min_detectable_lift")
+    return {
+        "needed": needed,
+        "have": smallest,
+        "percent": min(100, round(100 * smallest / needed)) if needed else None,
+        "enough": bool(needed) and smallest >= needed,
+        "lift": f"{lift * 100:.3g} %" if lift is not None else None,
+    }
+
+
+def _with_intervals(rows: list[ResultRow]) -> tuple[list[ResultRow], str]:
+    """Every row's interval drawn on one zero-centred axis shared by the whole table."""
+    if not rows:
+        return rows, ""
+    axis = charts.interval_cells(
+        [charts.interval_row(r.metric, r.comparison) for r in rows], width=180
+    )
+    drawn = [
+        replace(row, interval_svg=mark_safe(cell.svg))
+        for row, cell in zip(rows, axis.cells, strict=True)
+    ]
+    return drawn, mark_safe(axis.axis)
+
+
+def _charts(rollout: Rollout, body: dict | None) -> list[dict]:
+    """Cumulative lift of each challenger on the primary metric, and exposed devices per arm
+    against the shares, over the stored looks; each with its summary and table fallback."""
+    history = analysis_history(rollout=rollout)
+    if not history:
+        return []
+    changes = rollout_stage_changes(rollout=rollout)
+    looks = history[-1]["look"]
+    level = history[-1].get("interval_level")
+    drawn = []
+    for arm in [a["arm"] for a in (body or history[-1])["arms"] if a["arm"] != BASELINE]:
+        points = []
+        for look in history:
+            entry = next((a for a in look["arms"] if a["arm"] == arm), None)
+            comparison = (entry or {}).get("metrics", {}).get(PRIMARY)
+            if comparison and comparison.get("diff") is not None:
+                # Conversion is a share of devices: shown in percentage points.
+                low, high = comparison.get("sequential_ci") or (None, None)
+                points.append(
+                    (
+                        look["at"],
+                        comparison["diff"] * 100,
+                        None if low is None else low * 100,
+                        None if high is None else high * 100,
+                    )
+                )
+        chart = charts.lift_over_time(
+            points,
+            stage_changes=changes,
+            arm=arm,
+            metric=readout.metric_title(PRIMARY),
+            level=level,
+            looks=looks,
+        )
+        drawn.append({"title": f"Lift of {arm} on conversion over time", "chart": chart})
+    exposure = charts.exposure_over_time(
+        [(look["at"], {a["arm"]: a["exposed"] for a in look["arms"]}) for look in history],
+        expected_shares=[{a["arm"]: a.get("share", 0.0) for a in look["arms"]} for look in history],
+        stage_changes=changes,
+        looks=looks,
+    )
+    drawn.append({"title": "Devices exposed per arm against the expected split", "chart": exposure})
+    for item in drawn:
+        item["svg"] = mark_safe(item["chart"].svg)
+    return drawn
+
+
 def _history(rollout: Rollout) -> list[dict]:
     analyses = set(rollout.analyses.values_list("pk", flat=True))
     events = []
@@ -210,6 +296,7 @@ def rollout_page(rollout: Rollout, *, now: datetime) -> RolloutPage:
     latest = analysis_latest(rollout=rollout)
     body = latest.body if latest is not None else None
     exposure = rollout_exposure_counts(rollout=rollout)
+    results, axis = _with_intervals(_results(body) if body else [])
     if body is None:
         banner = readout.Banner(
             "info", "Not analysed yet", "The judge has not looked at this rollout yet."
@@ -227,9 +314,11 @@ def rollout_page(rollout: Rollout, *, now: datetime) -> RolloutPage:
         recommendation=readout.recommendation(body, look=rollout.analyses.count())
         if body
         else None,
-        results=_results(body) if body else [],
-        interval_level=readout.interval_level(body) if body else None,
-        power=(body or {}).get("power"),
+        results=results,
+        interval_axis=axis,
+        charts=_charts(rollout, body),
+        interval_level=readout.interval_level_text(body) if body else None,
+        power=_power(body),
         rollback=rollout_rollback_progress(rollout=rollout),
         history=_history(rollout),
         alerts=list(rollout.alerts.prefetch_related("deliveries__channel")),

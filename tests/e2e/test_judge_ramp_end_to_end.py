@@ -23,7 +23,8 @@ from rollout.arms import BASELINE
 from rollout.models import RolloutState
 
 from .processes import fast_schedule, wait_until
-from .test_judge_end_to_end import SDK
+
+SDK = "1.5.0"
 
 pytestmark = pytest.mark.e2e
 
@@ -178,3 +179,10 @@ def test_harmful_challenger__ramped_with_late_outcomes__rolled_back_once(
     time.sleep(8)  # further judge runs must not alert again
     assert [a["decision"] for a in webhook_receiver.received].count("rollback") == 1
     assert Alert.objects.filter(rollout=rollout, kind="rollback").count() == 1
+
+    # The rollback reaches every device: on its next poll each gets the baseline, outside
+    # any rollout (the servers notice the change within their check interval).
+    time.sleep(1.5)
+    answers = list(fleet.pool.map(fleet._poll, list(fleet.arm_of)))
+    assert {entry["model_id"] for _, entry in answers} == {str(sdk_setup["baseline"].pk)}
+    assert {entry["rollout"] is None for _, entry in answers} == {True}

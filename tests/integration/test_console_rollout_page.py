@@ -39,7 +39,7 @@ def test_rollout_page__before_any_analysis__says_so_and_shows_no_chip(admin_clie
     html = page_of(admin_client, running)
 
     assert "Not analysed yet" in html
-    assert "class=\"chip" not in html
+    assert 'class="chip' not in html
 
 
 def test_rollout_page__srm__blocking_banner_hides_chips(admin_client, running):

@@ -1,0 +1,1 @@
+"""Date and time formats of the admin, by language (settings.FORMAT_MODULE_PATH)."""
