@@ -86,3 +86,64 @@ def server_log_problems(log_path: Path) -> None:
     ]
     if problems:
         print(f"gunicorn logged {len(problems)} problems, e.g. {problems[:3]}")
+
+
+def app_with_rollout_seed(label: str, stages: list, planned_sample: int = 5000):
+    """An app with an SDK key, the flow the SDK benchmarks poll, a baseline and a challenger
+    trained from the demo's synthetic rows, and the challenger's rollout started at `stages`.
+
+    Runs inside a set-up Django process; returns app, sdk_key (the row), plaintext (the key),
+    flow, versions (by name) and rollout.
+    """
+    from io import BytesIO
+
+    from registry import services as registry_services
+    from registry import training
+    from rollout import services as rollout_services
+
+    slug = label.lower()
+    app = registry_services.app_create(
+        name=f"{label} app", bundle_identifiers=[f"com.example.{slug}"]
+    )
+    sdk_key, plaintext = registry_services.sdk_key_create(app=app, name=slug)
+    flow = registry_services.flow_create(
+        app=app,
+        name="onboarding_upsell",
+        flow_id=8362,
+        positive_label=training.PURCHASED,
+        signals={"input": "1.0.0"},
+    )
+    features = ["Battery Level", "Phone Charging?"]
+    versions = {}
+    for name, seed, bias in (("baseline", 0, 0.0), ("challenger", 1, 0.15)):
+        rows = training.demo_rows(600, seed=seed, purchase_bias=bias)
+        x = [[row["Battery Level"], 1.0 if row["Phone Charging?"] else 0.0] for row in rows]
+        y = [row["Outcome"] for row in rows]
+        result = training.train_outcome_classifier(
+            features, x, y, seed=seed, n_estimators=10, short_description=f"{label} {name}"
+        )
+        versions[name], _ = registry_services.model_version_upload(
+            flow=flow,
+            file=BytesIO(result.model_bytes),
+            filename=f"{name}.mlmodel",
+            notes=f"{slug} {name}",
+            metrics=result.report,
+        )
+    registry_services.flow_baseline_set(
+        flow=flow, model_version=versions["baseline"], actor=slug, reason=slug
+    )
+    rollout = rollout_services.rollout_create(
+        flow=flow,
+        challengers=[{"model_id": str(versions["challenger"].pk), "stages": stages}],
+        actor=slug,
+        planned_sample=planned_sample,
+    )
+    rollout = rollout_services.rollout_start(rollout=rollout, actor=slug)
+    return {
+        "app": app,
+        "sdk_key": sdk_key,
+        "plaintext": plaintext,
+        "flow": flow,
+        "versions": versions,
+        "rollout": rollout,
+    }

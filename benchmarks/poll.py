@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import (  # noqa: E402
+    app_with_rollout_seed,
     bench_env,
     database_recreate,
     in_throwaway_installation,
@@ -129,52 +130,14 @@ def seed_main() -> None:
     import django
 
     django.setup()
-    from io import BytesIO
 
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from registry import services as registry_services
-    from registry import training
-    from rollout import services as rollout_services
-
-    app = registry_services.app_create(
-        name="Benchmark app", bundle_identifiers=["com.example.benchmark"]
-    )
-    sdk_key, plaintext = registry_services.sdk_key_create(app=app, name="benchmark")
-    flow = registry_services.flow_create(
-        app=app,
-        name=FLOW,
-        flow_id=8362,
-        positive_label=training.PURCHASED,
-        signals={"input": "1.0.0"},
-    )
-    features = ["Battery Level", "Phone Charging?"]
-    versions = {}
-    for name, seed, bias in (("baseline", 0, 0.0), ("challenger", 1, 0.15)):
-        rows = training.demo_rows(600, seed=seed, purchase_bias=bias)
-        x = [[row["Battery Level"], 1.0 if row["Phone Charging?"] else 0.0] for row in rows]
-        y = [row["Outcome"] for row in rows]
-        result = training.train_outcome_classifier(
-            features, x, y, seed=seed, n_estimators=10, short_description=f"Benchmark {name}"
-        )
-        versions[name], _ = registry_services.model_version_upload(
-            flow=flow,
-            file=BytesIO(result.model_bytes),
-            filename=f"{name}.mlmodel",
-            notes=f"benchmark {name}",
-            metrics=result.report,
-        )
-    registry_services.flow_baseline_set(
-        flow=flow, model_version=versions["baseline"], actor="benchmark", reason="benchmark"
-    )
-    rollout = rollout_services.rollout_create(
-        flow=flow,
-        challengers=[{"model_id": str(versions["challenger"].pk), "stages": [50]}],
-        actor="benchmark",
-    )
-    rollout = rollout_services.rollout_start(rollout=rollout, actor="benchmark")
+    seeded = app_with_rollout_seed("Benchmark", [50])
+    app, sdk_key, plaintext = seeded["app"], seeded["sdk_key"], seeded["plaintext"]
+    flow, versions, rollout = seeded["flow"], seeded["versions"], seeded["rollout"]
 
     # The same check in-process, through every middleware: queries per poll once warm.
     client = Client(HTTP_HOST="127.0.0.1", headers={"authorization": f"Bearer {plaintext}"})

@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the project importable
 
 from benchmarks.common import (  # noqa: E402
     POSTGRES,
+    app_with_rollout_seed,
     bench_env,
     database_recreate,
     in_throwaway_installation,
@@ -110,7 +111,6 @@ def seed_main(devices: int, judge_seconds: int) -> None:
     import django
 
     django.setup()
-    from io import BytesIO
 
     from django.contrib.auth import get_user_model
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -118,46 +118,11 @@ def seed_main(devices: int, judge_seconds: int) -> None:
     from controlplane.roles import role_groups_sync
     from controlplane.schedules import periodic_tasks_ensure
     from controlplane.services import api_token_create
-    from registry import services as registry_services
-    from registry import training
-    from rollout import services as rollout_services
 
-    # The app, key, flow and models as benchmarks/poll.py seeds them; only the stages differ.
-    app = registry_services.app_create(name="Soak app", bundle_identifiers=["com.example.soak"])
-    _, sdk_key = registry_services.sdk_key_create(app=app, name="soak")
-    flow = registry_services.flow_create(
-        app=app,
-        name=FLOW,
-        flow_id=8362,
-        positive_label=training.PURCHASED,
-        signals={"input": "1.0.0"},
-    )
-    features = ["Battery Level", "Phone Charging?"]
-    versions = {}
-    for name, seed, bias in (("baseline", 0, 0.0), ("challenger", 1, 0.15)):
-        rows = training.demo_rows(600, seed=seed, purchase_bias=bias)
-        x = [[row["Battery Level"], 1.0 if row["Phone Charging?"] else 0.0] for row in rows]
-        y = [row["Outcome"] for row in rows]
-        result = training.train_outcome_classifier(
-            features, x, y, seed=seed, n_estimators=10, short_description=f"Soak {name}"
-        )
-        versions[name], _ = registry_services.model_version_upload(
-            flow=flow,
-            file=BytesIO(result.model_bytes),
-            filename=f"{name}.mlmodel",
-            notes=f"soak {name}",
-            metrics=result.report,
-        )
-    registry_services.flow_baseline_set(
-        flow=flow, model_version=versions["baseline"], actor="soak", reason="soak"
-    )
-    rollout = rollout_services.rollout_create(
-        flow=flow,
-        challengers=[{"model_id": str(versions["challenger"].pk), "stages": STAGES}],
-        actor="soak",
-        planned_sample=max(devices, 100),
-    )
-    rollout = rollout_services.rollout_start(rollout=rollout, actor="soak")
+    seeded = app_with_rollout_seed("Soak", STAGES, planned_sample=max(devices, 100))
+    app, sdk_key, flow, rollout = (
+        seeded["app"], seeded["plaintext"], seeded["flow"], seeded["rollout"]
+    )  # fmt: skip
 
     role_groups_sync()
     user = get_user_model().objects.create_superuser("soak", password="soak-only")

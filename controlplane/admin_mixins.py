@@ -19,6 +19,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ReadOnlyInline(admin.TabularInline):
+    """The rows of an append-only log under their parent: shown, never added or changed."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 class ServiceFormMixin:
     """A model form whose object is created or changed by a service, once the form is valid.
 

@@ -3,7 +3,6 @@
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 
 from django import forms
 from django.contrib import admin, messages
@@ -15,13 +14,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from controlplane.actors import actor_for_user
-from controlplane.admin_mixins import ReadOnlyAdmin, ServiceAdminMixin, ServiceFormMixin
+from controlplane.admin_mixins import (
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    ServiceAdminMixin,
+)
 from controlplane.errors import DomainError
 from controlplane.roles import ROLLOUT_ACTION_ROLES, Role, user_has_role
-from registry.models import ModelVersion
 
 from . import selectors, services
-from .allocation import DEFAULT_STAGES
 from .models import ACTIVE_STATES, Rollout, RolloutConclusion, RolloutEvent, RolloutState
 from .shares import percent_text
 
@@ -122,44 +123,6 @@ class ActionCheck:
     audit_note: str = ""  # put before the reason in the audit row
 
 
-class RolloutCreateForm(ServiceFormMixin, forms.ModelForm):
-    challenger = forms.ModelChoiceField(
-        queryset=ModelVersion.objects.select_related("flow"), help_text="The model to roll out."
-    )
-    stages = forms.CharField(
-        initial=", ".join(str(s) for s in DEFAULT_STAGES),
-        help_text="Shares in percent, comma-separated.",
-    )
-
-    class Meta:
-        model = Rollout
-        fields = ("flow", "auto_advance", "stage_min_minutes", "min_devices_per_arm")
-
-    def clean_stages(self):
-        try:
-            return [
-                Decimal(part.strip())
-                for part in self.cleaned_data["stages"].split(",")
-                if part.strip()
-            ]
-        except InvalidOperation:
-            raise forms.ValidationError(
-                "Write the stages as numbers of percent, e.g. 1, 5, 20, 50, 100."
-            ) from None
-
-    def service_call(self, cleaned_data):
-        return services.rollout_create(
-            flow=cleaned_data["flow"],
-            challengers=[
-                {"model_id": str(cleaned_data["challenger"].pk), "stages": cleaned_data["stages"]}
-            ],
-            actor=actor_for_user(self.request.user),
-            auto_advance=cleaned_data["auto_advance"],
-            stage_min_minutes=cleaned_data["stage_min_minutes"],
-            min_devices_per_arm=cleaned_data["min_devices_per_arm"],
-        )
-
-
 class ActionForm(forms.Form):
     """A confirmation: the reason, the revision the person saw, and what the action asks for
     besides (the arm to promote, the conclusion of an ending, the flow's name typed)."""
@@ -209,19 +172,11 @@ class ActionForm(forms.Form):
         return typed
 
 
-class RolloutEventInline(admin.TabularInline):
+class RolloutEventInline(ReadOnlyInline):
     model = RolloutEvent
-    extra = 0
     fields = ("at", "action", "actor", "reason", "change")
     readonly_fields = fields
-    can_delete = False
     verbose_name_plural = "audit log"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="change")
     def change(self, event):
@@ -273,19 +228,11 @@ class RolloutAdmin(ServiceAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("arms__model_version")
 
-    def get_form(self, request, obj=None, **kwargs):
-        if obj is None:
-            kwargs["form"] = RolloutCreateForm
-        return super().get_form(request, obj, **kwargs)
-
-    def get_fields(self, request, obj=None):
-        if obj is None:
-            return ("flow", "challenger", "stages", "auto_advance", "stage_min_minutes",
-                    "min_devices_per_arm")  # fmt: skip
-        return self.readonly_fields
+    # Rollouts are created by the console's form (experiments.console.create_form), which
+    # shows the power estimate before anything starts.
 
     def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else self.readonly_fields
+        return self.readonly_fields
 
     def get_inlines(self, request, obj):
         return self.inlines if obj is not None else []

@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from controlplane.actors import actor_for_user
+from controlplane.admin_mixins import ReadOnlyInline
 from controlplane.errors import DomainError
 from controlplane.roles import EDITORS, user_has_role
 
@@ -47,19 +48,11 @@ class DismissForm(forms.Form):
     )
 
 
-class AlertStatusChangeInline(admin.TabularInline):
+class AlertStatusChangeInline(ReadOnlyInline):
     model = AlertStatusChange
-    extra = 0
     fields = ("at", "before", "after", "actor", "reason")
     readonly_fields = fields
-    can_delete = False
     verbose_name_plural = "status log"
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 class AlertStatusAdminMixin:

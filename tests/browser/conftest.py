@@ -80,3 +80,12 @@ def pytest_runtest_makereport(item, call):
         folder.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(folder / f"{item.name}.png"), full_page=True)
         (folder / f"{item.name}.html").write_text(page.content())
+
+
+@pytest.fixture
+def console_errors(page) -> list[str]:
+    """Errors the browser reports (console and uncaught); tests assert there were none."""
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors

@@ -8,10 +8,9 @@ import pathlib
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
-from registry import services as registry_services
 from rollout import services
 from rollout.models import Rollout, RolloutState
-from tests.integration.builders import populate
+from tests.integration.builders import flow_with_models, populate
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -22,20 +21,10 @@ FLOW_NAME = "onboarding_upsell"
 @pytest.fixture
 def ramping(transactional_db, trained_models):
     """Running at 5 % of a 5 → 20 → 50 plan, with exposed devices on both sides."""
-    app = registry_services.app_create(name="Demo Shop")
-    flow = registry_services.flow_create(
-        app=app, name=FLOW_NAME, flow_id=8362, positive_label="Purchased"
-    )
-    baseline, _ = registry_services.model_version_upload(
-        flow=flow, file=trained_models["baseline"].open("rb"), filename="b.mlmodel"
-    )
-    challenger, _ = registry_services.model_version_upload(
-        flow=flow, file=trained_models["challenger"].open("rb"), filename="c.mlmodel"
-    )
-    registry_services.flow_baseline_set(flow=flow, model_version=baseline, actor="test")
+    setup = flow_with_models(trained_models, name=FLOW_NAME)
     rollout = services.rollout_create(
-        flow=flow,
-        challengers=[{"model_id": str(challenger.pk), "stages": [5, 20, 50]}],
+        flow=setup["flow"],
+        challengers=[{"model_id": str(setup["challenger"].pk), "stages": [5, 20, 50]}],
         actor="test",
         stage_min_minutes=0,
     )
@@ -43,15 +32,6 @@ def ramping(transactional_db, trained_models):
     populate(rollout, "challenger-1", 120, 12)
     populate(rollout, "baseline", 2280, 228)
     return rollout
-
-
-@pytest.fixture
-def console_errors(page):
-    """Errors the browser reports (console and uncaught); each test asserts there were none."""
-    errors: list[str] = []
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    return errors
 
 
 def screenshot(page, name: str) -> None:

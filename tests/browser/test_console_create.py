@@ -7,10 +7,9 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 
 from experiments.judge import rollout_analyze
-from registry import services as registry_services
 from rollout import services
 from rollout.models import Rollout, RolloutState
-from tests.integration.builders import populate
+from tests.integration.builders import flow_with_models, populate
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -18,34 +17,16 @@ SHOTS = pathlib.Path("var/screenshots")
 
 
 @pytest.fixture
-def flow_with_models(transactional_db, trained_models):
-    app = registry_services.app_create(name="Demo Shop")
-    flow = registry_services.flow_create(
-        app=app, name="onboarding_upsell", flow_id=8362, positive_label="Purchased"
-    )
-    baseline, _ = registry_services.model_version_upload(
-        flow=flow, file=trained_models["baseline"].open("rb"), filename="b.mlmodel"
-    )
-    challenger, _ = registry_services.model_version_upload(
-        flow=flow,
-        file=trained_models["challenger"].open("rb"),
-        filename="c.mlmodel",
-        notes="Trained on the spring data, with the charging signal",
-        metrics={
+def setup(transactional_db, trained_models):
+    return flow_with_models(
+        trained_models,
+        challenger_notes="Trained on the spring data, with the charging signal",
+        challenger_metrics={
             "accuracy": 0.8123,
             "Purchased": {"precision": 0.71, "recall": 0.64},
             "n_test": 60,
         },
     )
-    registry_services.flow_baseline_set(flow=flow, model_version=baseline, actor="test")
-    return {"flow": flow, "baseline": baseline, "challenger": challenger}
-
-
-def console_errors(page) -> list[str]:
-    errors: list[str] = []
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    return errors
 
 
 def screenshot(page, name: str) -> None:
@@ -60,12 +41,10 @@ def no_axe_violations(page) -> None:
 
 
 def test_create__pm_picks_flow_challenger_reviews_power_and_lands_on_the_rollout(
-    login, flow_with_models
+    login, setup, console_errors
 ):
-    setup = flow_with_models
     page = login("product_manager")
     page.set_viewport_size({"width": 1280, "height": 1000})
-    errors = console_errors(page)
 
     page.goto("/admin/rollout/rollout/add/")
     page.select_option("#id_flow", str(setup["flow"].pk))
@@ -105,11 +84,10 @@ def test_create__pm_picks_flow_challenger_reviews_power_and_lands_on_the_rollout
     assert rollout.guardrails == ["value"]
     assert [a.stages for a in rollout.arms.all()] == [[500, 2000, 5000]]
     assert "Segments — Exploratory" in page.inner_text("#content")
-    assert errors == []
+    assert console_errors == []
 
 
-def test_decision_record__printable_accessible_at_1280(login, flow_with_models):
-    setup = flow_with_models
+def test_decision_record__printable_accessible_at_1280(login, setup, console_errors):
     rollout = services.rollout_create(
         flow=setup["flow"],
         challengers=[{"model_id": str(setup["challenger"].pk), "stages": [50]}],
@@ -123,7 +101,6 @@ def test_decision_record__printable_accessible_at_1280(login, flow_with_models):
     analysis = rollout_analyze(rollout=rollout)  # rolls back
     page = login("product_manager")
     page.set_viewport_size({"width": 1280, "height": 1000})
-    errors = console_errors(page)
 
     page.goto(f"/admin/experiments/analysis/{analysis.pk}/change/")
 
@@ -139,4 +116,4 @@ def test_decision_record__printable_accessible_at_1280(login, flow_with_models):
     assert not page.locator("#nav-sidebar").is_visible()
     assert page.locator("table.record-statistics").is_visible()
     page.emulate_media(media="screen")
-    assert errors == []
+    assert console_errors == []

@@ -10,7 +10,7 @@ from experiments import readout
 from experiments.judge import rollout_analyze
 from registry import services as registry
 from rollout import services as rollouts
-from tests.integration.builders import populate
+from tests.integration.builders import flow_with_models, populate
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -19,18 +19,14 @@ WIDTHS = (1280, 1920)
 
 
 def _flow(app, name, number, trained_models, notes=""):
-    flow = registry.flow_create(app=app, name=name, flow_id=number, positive_label="Purchased")
-    baseline, _ = registry.model_version_upload(
-        flow=flow, file=trained_models["baseline"].open("rb"), filename="b.mlmodel", notes=notes
+    return flow_with_models(
+        trained_models,
+        app=app,
+        name=name,
+        number=number,
+        baseline_notes=notes,
+        challenger_notes="challenger with the new signals",
     )
-    challenger, _ = registry.model_version_upload(
-        flow=flow,
-        file=trained_models["challenger"].open("rb"),
-        filename="c.mlmodel",
-        notes="challenger with the new signals",
-    )
-    registry.flow_baseline_set(flow=flow, model_version=baseline, actor="test")
-    return {"flow": flow, "baseline": baseline, "challenger": challenger}
 
 
 def _rollout(setup, stages):

@@ -7,27 +7,15 @@ from axe_playwright_python.sync_playwright import Axe
 
 from experiments import readout
 from experiments.judge import rollout_analyze
-from registry import services as registry_services
 from rollout import services
-from tests.integration.builders import populate
+from tests.integration.builders import flow_with_models, populate
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def flow_with_models(transactional_db, trained_models):
-    app = registry_services.app_create(name="Demo Shop")
-    flow = registry_services.flow_create(
-        app=app, name="onboarding_upsell", flow_id=8362, positive_label="Purchased"
-    )
-    baseline, _ = registry_services.model_version_upload(
-        flow=flow, file=trained_models["baseline"].open("rb"), filename="b.mlmodel"
-    )
-    challenger, _ = registry_services.model_version_upload(
-        flow=flow, file=trained_models["challenger"].open("rb"), filename="c.mlmodel"
-    )
-    registry_services.flow_baseline_set(flow=flow, model_version=baseline, actor="test")
-    return {"flow": flow, "challenger": challenger}
+def setup(transactional_db, trained_models):
+    return flow_with_models(trained_models)
 
 
 def analysed_rollout(setup, *, baseline, challenger, srm=False):
@@ -53,17 +41,9 @@ def analysed_rollout(setup, *, baseline, challenger, srm=False):
     return rollout, analysis
 
 
-def console_errors(page) -> list[str]:
-    errors: list[str] = []
-    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    return errors
-
-
-def test_rollout_page__better_challenger__chip_text_and_api_agree(login, flow_with_models):
-    rollout, analysis = analysed_rollout(flow_with_models, baseline=300, challenger=600)
+def test_rollout_page__better_challenger__chip_text_and_api_agree(login, setup, console_errors):
+    rollout, analysis = analysed_rollout(setup, baseline=300, challenger=600)
     page = login("product_manager")
-    errors = console_errors(page)
 
     page.goto(f"/admin/rollout/rollout/{rollout.pk}/change/")
 
@@ -88,11 +68,11 @@ def test_rollout_page__better_challenger__chip_text_and_api_agree(login, flow_wi
                     "table.results tr", has_text=readout.metric_title(metric)
                 ).first.inner_text()
             )
-    assert errors == []
+    assert console_errors == []
 
 
-def test_rollout_page__sample_ratio_mismatch__banner_hides_every_chip(login, flow_with_models):
-    rollout, analysis = analysed_rollout(flow_with_models, baseline=300, challenger=100, srm=True)
+def test_rollout_page__sample_ratio_mismatch__banner_hides_every_chip(login, setup):
+    rollout, analysis = analysed_rollout(setup, baseline=300, challenger=100, srm=True)
     assert analysis.body["srm"]
     page = login("product_manager")
 
@@ -104,8 +84,8 @@ def test_rollout_page__sample_ratio_mismatch__banner_hides_every_chip(login, flo
 
 
 @pytest.mark.parametrize("width", [1280, 1920])
-def test_rollout_page__layout_and_accessibility(login, flow_with_models, width):
-    rollout, _ = analysed_rollout(flow_with_models, baseline=300, challenger=150)
+def test_rollout_page__layout_and_accessibility(login, setup, width):
+    rollout, _ = analysed_rollout(setup, baseline=300, challenger=150)
     page = login("product_manager")
     page.set_viewport_size({"width": width, "height": 1000})
 

@@ -2,26 +2,15 @@
 
 import pytest
 
-from registry import services as registry_services
 from rollout.models import Rollout, RolloutState
+from tests.integration.builders import flow_with_models
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def models(transactional_db, trained_models):
-    app = registry_services.app_create(name="Demo Shop")
-    flow = registry_services.flow_create(
-        app=app, name="onboarding_upsell", flow_id=8362, positive_label="Purchased"
-    )
-    baseline, _ = registry_services.model_version_upload(
-        flow=flow, file=trained_models["baseline"].open("rb"), filename="b.mlmodel"
-    )
-    challenger, _ = registry_services.model_version_upload(
-        flow=flow, file=trained_models["challenger"].open("rb"), filename="c.mlmodel"
-    )
-    registry_services.flow_baseline_set(flow=flow, model_version=baseline, actor="test")
-    return {"flow": flow, "baseline": baseline, "challenger": challenger}
+    return flow_with_models(trained_models)
 
 
 def confirm(page, action: str, reason: str):

@@ -54,3 +54,36 @@ def started_rollout(setup, stages, **options):
         **options,
     )
     return services.rollout_start(rollout=rollout, actor="test")
+
+
+def flow_with_models(
+    trained_models,
+    *,
+    app=None,
+    name: str = "onboarding_upsell",
+    number: int = 8362,
+    baseline_notes: str = "",
+    challenger_notes: str = "",
+    challenger_metrics: dict | None = None,
+) -> dict:
+    """A flow (of the Demo Shop, unless `app` is given) with a baseline, set, and a challenger
+    uploaded: real trained Core ML files, through the services."""
+    from registry import services
+
+    app = app or services.app_create(name="Demo Shop")
+    flow = services.flow_create(app=app, name=name, flow_id=number, positive_label="Purchased")
+    baseline, _ = services.model_version_upload(
+        flow=flow,
+        file=trained_models["baseline"].open("rb"),
+        filename="b.mlmodel",
+        notes=baseline_notes,
+    )
+    challenger, _ = services.model_version_upload(
+        flow=flow,
+        file=trained_models["challenger"].open("rb"),
+        filename="c.mlmodel",
+        notes=challenger_notes,
+        metrics=challenger_metrics,
+    )
+    services.flow_baseline_set(flow=flow, model_version=baseline, actor="test")
+    return {"app": app, "flow": flow, "baseline": baseline, "challenger": challenger}
