@@ -269,7 +269,7 @@ def test_admin_home__product_managers_and_viewers_land_on_the_overview(as_role, 
         assert response.status_code == 302 and response["Location"] == lands_on
     else:
         assert response.status_code == 200
-        assert "Site administration" in response.content.decode()
+        assert "<title>Console | Cohort</title>" in response.content.decode()
 
 
 def test_admin_home__after_login__product_manager_on_the_overview(client, django_user_model):
