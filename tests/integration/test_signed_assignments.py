@@ -146,3 +146,10 @@ def test_signing_key_command__new_then_show__prints_the_same_public_key(settings
 
     assert shown == made[1:]
     public_key_from_text(shown[1].rsplit(" ", 1)[1])
+
+
+def test_signing_key_command__setting_only__prints_just_the_env_line(capsys):
+    call_command("signing_key", "new", "--setting-only")
+
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("ASSIGNMENT_SIGNING_KEY=")

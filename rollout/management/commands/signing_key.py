@@ -17,12 +17,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["new", "show"])
+        parser.add_argument(
+            "--setting-only",
+            action="store_true",
+            help="With 'new': print only the ASSIGNMENT_SIGNING_KEY=... line (for a .env file).",
+        )
 
-    def handle(self, *args, action: str, **options):
+    def handle(self, *args, action: str, setting_only: bool = False, **options):
         if action == "new":
             key = Ed25519PrivateKey.generate()
             seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
             self.stdout.write(f"ASSIGNMENT_SIGNING_KEY={base64.b64encode(seed).decode()}")
+            if setting_only:
+                return
         else:
             if not settings.ASSIGNMENT_SIGNING_KEY:
                 raise CommandError("ASSIGNMENT_SIGNING_KEY is not set: assignments are unsigned.")
