@@ -261,9 +261,7 @@ class RolloutAdmin(ServiceAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="challengers")
     def arms_summary(self, obj):
-        return ", ".join(
-            f"{arm.name} {percent_text(_share_now(obj, arm))}" for arm in obj.arms.all()
-        )
+        return ", ".join(f"{arm.name} {percent_text(arm.share_now)}" for arm in obj.arms.all())
 
     @admin.display(description="conclusion")
     def conclusion_text(self, obj):
@@ -289,7 +287,7 @@ class RolloutAdmin(ServiceAdminMixin, admin.ModelAdmin):
                     arm.name,
                     arm.model_version_id,
                     " → ".join(percent_text(s) for s in arm.stages),
-                    percent_text(_share_now(obj, arm)),
+                    percent_text(arm.share_now),
                     f"buckets {arm.segment_start} to {arm.segment_end}",
                 )
                 for arm in obj.arms.all()
@@ -455,11 +453,6 @@ class RolloutAdmin(ServiceAdminMixin, admin.ModelAdmin):
         return audit_csv_response(
             rollout.events.order_by("-at", "-pk"), filename=f"rollout-{rollout.pk}-audit.csv"
         )
-
-
-def _share_now(rollout: Rollout, arm) -> int:
-    # After a rollback no device gets the challenger, whatever stage it had reached.
-    return 0 if rollout.state == RolloutState.ROLLED_BACK else arm.share
 
 
 AUDIT_CSV_COLUMNS = (

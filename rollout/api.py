@@ -33,9 +33,7 @@ class ArmOutputSerializer(serializers.Serializer):
         return shares.fraction(self.get_share_basis_points(arm))
 
     def get_share_basis_points(self, arm) -> int:
-        # After a rollback no device gets the challenger, whatever stage it had reached
-        # (`stage_index` and `stages` still say how far it went).
-        return 0 if arm.rollout.state == RolloutState.ROLLED_BACK else arm.share
+        return arm.share_now
 
     def get_segment(self, arm) -> list[int]:
         return [arm.segment_start, arm.segment_end]

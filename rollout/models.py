@@ -118,6 +118,12 @@ class RolloutArm(models.Model):
     def __str__(self):
         return f"{self.name} ({percent_text(self.share)})"
 
+    @property
+    def share_now(self) -> int:
+        """The share devices get now, in basis points: none after a rollback, whatever stage
+        the arm had reached (`share` and `stage_index` keep how far it went)."""
+        return 0 if self.rollout.state == RolloutState.ROLLED_BACK else self.share
+
 
 class RolloutEvent(models.Model):
     """Append-only audit log: every change of state or share, who made it, and why."""

@@ -169,15 +169,13 @@ def _gates(rollout: Rollout, body: dict | None, now: datetime) -> list[Gate]:
 
 def _shares(rollout: Rollout, exposure: dict) -> list[dict]:
     total = sum(c["exposed"] for c in exposure.values())
-    ended = rollout.state == RolloutState.ROLLED_BACK
     rows = []
     for arm in rollout.arms.all():
         exposed = exposure.get(arm.name, {}).get("exposed", 0)
         rows.append(
             {
                 "arm": arm.name,
-                # After a rollback no device gets the challenger, whatever the plan said.
-                "set": percent_text(0 if ended else arm.share),
+                "set": percent_text(arm.share_now),
                 "exposed": exposed,
                 "exposed_share": f"{exposed / total:.1%}" if total else "—",
             }

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from registry.sdk_versions import InvalidSdkVersion, parse_sdk_version
 from rollout.arms import BASELINE
-from rollout.models import Rollout, RolloutState
+from rollout.models import Rollout
 from rollout.shares import ALL_DEVICES, percent_text
 
 from ..models import Analysis
@@ -81,11 +81,10 @@ def rollout_segments(rollout: Rollout) -> Segments:
     """The segments of a rollout's page, with the SRM findings of its latest analysis."""
     challengers = list(rollout.arms.all())
     arms = (BASELINE, *(arm.name for arm in challengers))
-    ended = rollout.state == RolloutState.ROLLED_BACK
-    held = 0 if ended else sum(arm.share for arm in challengers)
+    held = sum(arm.share_now for arm in challengers)
     set_shares = {
         BASELINE: percent_text(ALL_DEVICES - held),
-        **{arm.name: percent_text(0 if ended else arm.share) for arm in challengers},
+        **{arm.name: percent_text(arm.share_now) for arm in challengers},
     }
     counts = exposures_by_sdk(rollout=rollout)
     flags = _srm_flags(analysis_latest(rollout=rollout))
